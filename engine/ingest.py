@@ -1,0 +1,135 @@
+"""Parse context records pushed to /context/{deploys,logs,traces} (the Go original's bodies).
+
+- deploy: {service, commit, author?, when?}
+- log:    {service, level?, message, ts?}
+- trace:  {trace_id, service, duration_ms, ts?}
+`when` and `ts` are interchangeable; a missing time means "received now". Any other key
+is kept in the record's `attributes`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from engine.alerts import PayloadError, _type
+from engine.store.base import NewContext
+from engine.timeutil import TimeFormatError, format_ts, parse_ts
+
+MAX_TEXT = 64 * 1024
+MAX_NAME = 256
+
+
+@dataclass(frozen=True)
+class ContextLimits:
+    max_records: int = 10_000
+    max_future: timedelta = timedelta(minutes=5)
+
+
+# kind -> (required string fields, optional string fields, numeric fields)
+_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    "deploys": (("service", "commit"), ("author",), ()),
+    "logs": (("service", "message"), ("level",), ()),
+    "traces": (("service", "trace_id"), (), ("duration_ms",)),
+}
+_DEFAULTS = {"deploys": {"author": "unknown"}, "logs": {"level": "ERROR"}, "traces": {}}
+_TIME_KEYS = ("when", "ts")
+
+
+def _string(obj: dict[str, Any], key: str, where: str, required: bool) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise PayloadError(f"{where}.{key}", "is required")
+        return None
+    if not isinstance(value, str):
+        raise PayloadError(f"{where}.{key}", f"must be a string, got {_type(value)}")
+    limit = MAX_TEXT if key == "message" else MAX_NAME
+    if required and not value.strip():
+        raise PayloadError(f"{where}.{key}", "must not be empty")
+    if len(value) > limit:
+        raise PayloadError(f"{where}.{key}", f"is {len(value)} characters; the limit is {limit}")
+    if "\x00" in value:
+        raise PayloadError(f"{where}.{key}", "contains a NUL character")
+    return value
+
+
+def _attributes(extra: dict[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in extra.items():
+        if isinstance(value, dict | list):
+            encoded = json.dumps(value)
+            if len(encoded) > MAX_TEXT:
+                raise PayloadError(f"{where}.{key}", f"is larger than {MAX_TEXT} bytes")
+        elif isinstance(value, str) and ("\x00" in value or len(value) > MAX_TEXT):
+            raise PayloadError(f"{where}.{key}", "contains a NUL character or is too long")
+        if "\x00" in key:
+            raise PayloadError(where, "an attribute name contains a NUL character")
+        out[key] = value
+    return out
+
+
+def parse_record(
+    kind: str, obj: Any, where: str, now: datetime, limits: ContextLimits = ContextLimits()
+) -> NewContext:
+    if not isinstance(obj, dict):
+        raise PayloadError(where, f"must be a JSON object, got {_type(obj)}")
+    required, optional, numeric = _FIELDS[kind]
+    fields: dict[str, Any] = dict(_DEFAULTS[kind])
+    for key in required:
+        fields[key] = _string(obj, key, where, True)
+    for key in optional:
+        value = _string(obj, key, where, False)
+        if value is not None:
+            fields[key] = value
+    for key in numeric:
+        value = obj.get(key)
+        if value is None:
+            raise PayloadError(f"{where}.{key}", "is required")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise PayloadError(f"{where}.{key}", f"must be a number, got {_type(value)}")
+        if value < 0 or value > 1e12:
+            raise PayloadError(f"{where}.{key}", "must be between 0 and 1e12")
+        fields[key] = value
+    if kind == "logs":
+        fields["level"] = fields["level"].upper()
+    ts = now
+    for key in _TIME_KEYS:
+        if obj.get(key) not in (None, ""):
+            try:
+                ts = parse_ts(obj[key])
+            except TimeFormatError as exc:
+                raise PayloadError(f"{where}.{key}", str(exc)) from None
+            if ts > now + limits.max_future:
+                raise PayloadError(
+                    f"{where}.{key}",
+                    f"{format_ts(ts)} is in the future (more than {limits.max_future} past the "
+                    f"server's clock, {format_ts(now)})",
+                )
+            break
+    known = {*required, *optional, *numeric, *_TIME_KEYS, "attributes"}
+    attrs = obj.get("attributes") or {}
+    if not isinstance(attrs, dict):
+        raise PayloadError(f"{where}.attributes", f"must be an object, got {_type(attrs)}")
+    attrs = {**attrs, **{k: v for k, v in obj.items() if k not in known}}
+    if attrs:
+        fields["attributes"] = _attributes(attrs, where)
+    service = fields.pop("service")
+    return NewContext(kind=kind, service=service, ts=ts, fields=fields)
+
+
+def parse_batch(
+    kind: str, body: Any, now: datetime, limits: ContextLimits = ContextLimits()
+) -> list[NewContext]:
+    """One object, or an array of them (NDJSON arrives here already split into a list)."""
+    if isinstance(body, list):
+        if not body:
+            raise PayloadError("", "the batch is empty")
+        if len(body) > limits.max_records:
+            raise PayloadError(
+                "", f"the batch has {len(body)} records; the limit is {limits.max_records}"
+            )
+        return [parse_record(kind, item, f"[{i}]", now, limits) for i, item in enumerate(body)]
+    return [parse_record(kind, body, "body", now, limits)]

@@ -1,0 +1,116 @@
+"""One alert through the pipeline: evaluate the rules, build the incident, record it."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from engine.model import Alert, Finding, Severity
+from engine.rules.evaluate import RULE_ERROR_ID, Evaluation, evaluate_rules
+from engine.rules.ruleset import RuleSet
+from engine.store.base import AlertOutcome, IncidentDraft, PlanDeliveries, Store
+from engine.timeutil import utcnow
+
+# Alertmanager `severity` label values -> our ladder, so a critical alert with quiet rules
+# is still a critical incident.
+ALERT_SEVERITY = {
+    "critical": Severity.CRITICAL,
+    "page": Severity.CRITICAL,
+    "error": Severity.HIGH,
+    "high": Severity.HIGH,
+    "major": Severity.HIGH,
+    "warning": Severity.MEDIUM,
+    "warn": Severity.MEDIUM,
+    "medium": Severity.MEDIUM,
+    "minor": Severity.LOW,
+    "low": Severity.LOW,
+    "info": Severity.INFO,
+    "none": Severity.INFO,
+}
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    renotify_after: timedelta = timedelta(hours=4)
+
+
+@dataclass
+class AlertResult:
+    alert: Alert
+    outcome: AlertOutcome
+    evaluation: Evaluation | None = None  # None for resolutions and exact repeats
+    ruleset: RuleSet | None = None
+
+
+def new_incident_id() -> str:
+    return "inc-" + secrets.token_hex(6)
+
+
+def incident_title(alert: Alert) -> str:
+    summary = alert.annotations.get("summary")
+    if summary:
+        return summary[:200]
+    name = alert.alertname or "alert"
+    return f"{name} on {alert.service}" if alert.service else name
+
+
+def output(findings: list[Finding], name: str) -> str | None:
+    """The first finding that exports `name` decides it (rules run in file order)."""
+    for f in findings:
+        value = f.outputs.get(name)
+        if value not in (None, ""):
+            return str(value)
+    return None
+
+
+def incident_severity(alert: Alert, findings: list[Finding]) -> Severity:
+    levels = [f.severity for f in findings if f.rule_id != RULE_ERROR_ID]
+    label = ALERT_SEVERITY.get(alert.labels.get("severity", "").lower())
+    if label is not None:
+        levels.append(label)
+    return max(levels, default=Severity.INFO)
+
+
+def build_draft(
+    alert: Alert, findings: list[Finding], incident_id: str | None = None
+) -> IncidentDraft:
+    return IncidentDraft(
+        id=incident_id or new_incident_id(),
+        alert=alert,
+        title=incident_title(alert),
+        team=output(findings, "team"),
+        severity=incident_severity(alert, findings),
+        findings=tuple(findings),
+        duplicate_of=output(findings, "duplicate_of"),
+    )
+
+
+@dataclass
+class Pipeline:
+    store: Store
+    rules: Callable[[], RuleSet]  # the current rule set; read once per alert
+    settings: PipelineSettings = field(default_factory=PipelineSettings)
+    plan: PlanDeliveries | None = None
+    clock: Callable[[], datetime] = utcnow
+
+    def handle(self, alert: Alert) -> AlertResult:
+        """Synchronous: call from a worker thread. Returns once the outcome is committed."""
+        now = self.clock()
+        if alert.status == "resolved":
+            return AlertResult(alert, self.store.record_resolved(alert, now=now, plan=self.plan))
+        if self.store.find_repeat(alert.fingerprint, alert.starts_at) is not None:
+            # A retry of a firing we already hold: count it, skip the rules.
+            draft = build_draft(alert, [])
+            outcome = self.store.record_firing(
+                draft, now=now, renotify_after=self.settings.renotify_after, plan=self.plan
+            )
+            return AlertResult(alert, outcome)
+        ruleset = self.rules()  # evaluations finish on the rule set they started with
+        evaluation = evaluate_rules(ruleset, alert, self.store)
+        draft = build_draft(alert, evaluation.findings)
+        outcome = self.store.record_firing(
+            draft, now=now, renotify_after=self.settings.renotify_after, plan=self.plan
+        )
+        return AlertResult(alert, outcome, evaluation, ruleset)

@@ -1,0 +1,111 @@
+"""Aggregations over the matched records of a rule (count, latest, percentile, patterns...)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from engine.rules.conditions import MISSING, lookup, split_path, to_number
+from engine.rules.patterns import cluster
+
+Record = dict[str, Any]
+Aggregator = Callable[[Sequence[Record]], Any]
+
+# Aggregations whose value is a record, or records, so evidence may cite them.
+RECORD_AGGREGATIONS = {"first", "latest", "earliest", "top", "pattern_of"}
+
+
+def _values(records: Sequence[Record], path: tuple[str, ...]) -> list[Any]:
+    out = []
+    for r in records:
+        v = lookup(r, path)
+        if v is not MISSING and v is not None:
+            out.append(v)
+    return out
+
+
+def _numbers(records: Sequence[Record], path: tuple[str, ...]) -> list[float]:
+    return [n for n in (to_number(v) for v in _values(records, path)) if n is not None]
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile: the smallest value with at least p% of values at or below it."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _tidy(n: float | None) -> float | int | None:
+    if n is None:
+        return None
+    return int(n) if float(n).is_integer() else round(n, 3)
+
+
+def kind_of(spec: Any) -> str:
+    return spec if isinstance(spec, str) else next(iter(spec))
+
+
+def make_aggregator(spec: Any) -> Aggregator:
+    """Turn one schema-valid `aggregate:` entry into a function of the matched records."""
+    kind = kind_of(spec)
+    if kind == "count":
+        return len
+    if kind == "first":
+        return lambda rs: rs[0] if rs else None
+    if kind in ("latest", "earliest"):
+        pick = max if kind == "latest" else min
+        return lambda rs: pick(rs, key=lambda r: r["_epoch"]) if rs else None
+    arg = spec[kind]
+    if kind == "distinct":
+        path = split_path(arg)
+        return lambda rs: sorted({str(v) for v in _values(rs, path)})
+    if kind == "percentile":
+        path, p = split_path(arg["field"]), float(arg["p"])
+        return lambda rs: _tidy(percentile(_numbers(rs, path), p))
+    if kind in ("max", "min", "sum", "avg"):
+        path = split_path(arg)
+        reduce_: Callable[[list[float]], float] = {
+            "max": max,
+            "min": min,
+            "sum": sum,
+            "avg": lambda xs: sum(xs) / len(xs),
+        }[kind]
+
+        def numeric(rs: Sequence[Record]) -> Any:
+            xs = _numbers(rs, path)
+            if not xs:
+                return 0 if kind == "sum" else None
+            return _tidy(reduce_(xs))
+
+        return numeric
+    if kind == "pattern_of":
+        field, samples = (arg, 5) if isinstance(arg, str) else (arg["field"], arg.get("samples", 5))
+        path = split_path(field)
+
+        def patterns(rs: Sequence[Record]) -> dict[str, Any]:
+            with_text = [r for r in rs if lookup(r, path) not in (MISSING, None)]
+            groups = cluster(with_text, [str(lookup(r, path)) for r in with_text], samples)
+            if not groups:
+                return {"pattern": "", "count": 0, "share": 0.0, "samples": [], "patterns": []}
+            top = groups[0].as_scope()
+            top["patterns"] = [
+                {"pattern": g.pattern, "count": g.count, "share": g.share} for g in groups[:10]
+            ]
+            return top
+
+        return patterns
+    if kind == "top":
+        path, n = split_path(arg["by"]), int(arg.get("n", 5))
+        descending = arg.get("order", "desc") == "desc"
+
+        def top(rs: Sequence[Record]) -> list[Record]:
+            keyed = [(to_number(lookup(r, path)), r) for r in rs]
+            keyed = [(k, r) for k, r in keyed if k is not None]
+            keyed.sort(key=lambda kr: kr[0], reverse=descending)  # type: ignore[arg-type,return-value]
+            return [r for _, r in keyed[:n]]
+
+        return top
+    raise ValueError(f"unknown aggregation {kind!r}")

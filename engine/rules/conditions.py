@@ -1,0 +1,322 @@
+"""Condition blocks: compiled once into small objects, tested per record or per rule scope.
+
+A block maps field paths to tests (`service: {equals: $alert.labels.service}`); every test
+must hold, and the keys `all`, `any` and `not` group further blocks. A value written as
+`$a.b.c` is read from the rule scope (the alert, params, aggregates); `$$` escapes a `$`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.rules.problems import CompileProblem, KeyPath
+from engine.timeutil import TimeFormatError, is_duration, parse_duration
+
+MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()
+
+Scope = Mapping[str, Any]
+
+
+def lookup(obj: Any, path: tuple[str, ...]) -> Any:
+    """Follow a dotted path through mappings (and list indexes); MISSING when absent."""
+    for part in path:
+        if isinstance(obj, Mapping):
+            obj = obj.get(part, MISSING)
+        elif isinstance(obj, list | tuple) and part.isdigit() and int(part) < len(obj):
+            obj = obj[int(part)]
+        else:
+            return MISSING
+        if obj is MISSING:
+            return MISSING
+    return obj
+
+
+def split_path(text: str) -> tuple[str, ...]:
+    return tuple(text.split("."))
+
+
+@dataclass(frozen=True)
+class Value:
+    """A literal, or a `$reference` read from the rule scope when tested."""
+
+    literal: Any = None
+    ref: tuple[str, ...] | None = None
+
+    def get(self, scope: Scope) -> Any:
+        return self.literal if self.ref is None else lookup(scope, self.ref)
+
+    def __str__(self) -> str:
+        return "$" + ".".join(self.ref) if self.ref else repr(self.literal)
+
+
+def parse_value(raw: Any) -> Value:
+    if isinstance(raw, str) and raw.startswith("$"):
+        if raw.startswith("$$"):
+            return Value(literal=raw[1:])
+        return Value(ref=split_path(raw[1:]))
+    return Value(literal=raw)
+
+
+def to_number(value: Any) -> float | None:
+    """Numbers as they are; durations (`10m`) in seconds; numeric strings parsed."""
+    if isinstance(value, bool) or value is None or value is MISSING:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        if is_duration(value):
+            return parse_duration(value).total_seconds()
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _present(v: Any) -> bool:
+    return v is not MISSING and v is not None
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    na, nb = to_number(a), to_number(b)
+    return na is not None and nb is not None and not isinstance(a, str) and na == nb
+
+
+# Each operator: (field value, resolved operand) -> bool. Missing values fail every test
+# but `exists: false`.
+def _op_equals(v: Any, x: Any) -> bool:
+    return _present(v) and _present(x) and _equal(v, x)
+
+
+def _op_not_equals(v: Any, x: Any) -> bool:
+    return _present(v) and not _equal(v, x)
+
+
+def _op_in(v: Any, xs: list[Any]) -> bool:
+    return _present(v) and any(_equal(v, x) for x in xs if _present(x))
+
+
+def _op_not_in(v: Any, xs: list[Any]) -> bool:
+    return _present(v) and not any(_equal(v, x) for x in xs)
+
+
+def _op_contains(v: Any, x: Any) -> bool:
+    if not _present(v) or not _present(x):
+        return False
+    if isinstance(v, str):
+        return str(x) in v
+    if isinstance(v, list | tuple | set):
+        return any(_equal(item, x) for item in v)
+    return False
+
+
+def _compare(pred: Callable[[float, float], bool]) -> Callable[[Any, Any], bool]:
+    def test(v: Any, x: Any) -> bool:
+        a, b = to_number(v), to_number(x)
+        return a is not None and b is not None and pred(a, b)
+
+    return test
+
+
+_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "equals": _op_equals,
+    "not_equals": _op_not_equals,
+    "in": _op_in,
+    "not_in": _op_not_in,
+    "contains": _op_contains,
+    "at_least": _compare(lambda a, b: a >= b),
+    "at_most": _compare(lambda a, b: a <= b),
+    "above": _compare(lambda a, b: a > b),
+    "below": _compare(lambda a, b: a < b),
+}
+NUMERIC_OPS = ("at_least", "at_most", "above", "below")
+OPERATOR_NAMES = (*_OPERATORS, "matches", "exists")
+
+
+class Condition:
+    """Base of the compiled forms. `test` is the hot path; `why_not` explains a failure."""
+
+    def test(self, subject: Any, scope: Scope) -> bool:
+        raise NotImplementedError
+
+    def why_not(self, subject: Any, scope: Scope) -> str | None:
+        return None if self.test(subject, scope) else str(self)
+
+
+@dataclass(frozen=True)
+class FieldTest(Condition):
+    field: tuple[str, ...]
+    op: str
+    operand: Any  # Value, list[Value], compiled regex, or bool
+
+    def test(self, subject: Any, scope: Scope) -> bool:
+        v = lookup(subject, self.field)
+        if self.op == "exists":
+            return _present(v) == self.operand
+        if self.op == "matches":
+            return _present(v) and self.operand.search(str(v)) is not None
+        if self.op in ("in", "not_in"):
+            return _OPERATORS[self.op](v, [x.get(scope) for x in self.operand])
+        return _OPERATORS[self.op](v, self.operand.get(scope))
+
+    def why_not(self, subject: Any, scope: Scope) -> str | None:
+        if self.test(subject, scope):
+            return None
+        v = lookup(subject, self.field)
+        if isinstance(self.operand, Value) and self.operand.ref:
+            resolved = self.operand.get(scope)
+            shown = f"{self.operand} = {resolved!r}"
+        else:
+            shown = self._operand_text()
+        return f"{'.'.join(self.field)} ({v!r}) {self.op} {shown}"
+
+    def _operand_text(self) -> str:
+        if self.op == "matches":
+            return repr(self.operand.pattern)
+        if isinstance(self.operand, list):
+            return "[" + ", ".join(str(x) for x in self.operand) + "]"
+        return str(self.operand)
+
+    def __str__(self) -> str:
+        return f"{'.'.join(self.field)} {self.op} {self._operand_text()}"
+
+
+@dataclass(frozen=True)
+class AllOf(Condition):
+    parts: tuple[Condition, ...]
+
+    def test(self, subject: Any, scope: Scope) -> bool:
+        return all(p.test(subject, scope) for p in self.parts)
+
+    def why_not(self, subject: Any, scope: Scope) -> str | None:
+        for p in self.parts:
+            reason = p.why_not(subject, scope)
+            if reason:
+                return reason
+        return None
+
+    def __str__(self) -> str:
+        return " and ".join(str(p) for p in self.parts)
+
+
+@dataclass(frozen=True)
+class AnyOf(Condition):
+    parts: tuple[Condition, ...]
+
+    def test(self, subject: Any, scope: Scope) -> bool:
+        return any(p.test(subject, scope) for p in self.parts)
+
+    def why_not(self, subject: Any, scope: Scope) -> str | None:
+        if self.test(subject, scope):
+            return None
+        return "none of: " + "; ".join(
+            filter(None, (p.why_not(subject, scope) for p in self.parts))
+        )
+
+    def __str__(self) -> str:
+        return "any of (" + "; ".join(str(p) for p in self.parts) + ")"
+
+
+@dataclass(frozen=True)
+class NotOf(Condition):
+    part: Condition
+
+    def test(self, subject: Any, scope: Scope) -> bool:
+        return not self.part.test(subject, scope)
+
+    def why_not(self, subject: Any, scope: Scope) -> str | None:
+        return None if self.test(subject, scope) else f"not ({self.part})"
+
+    def __str__(self) -> str:
+        return f"not ({self.part})"
+
+
+@dataclass
+class ConditionCompiler:
+    """Compiles blocks and collects problems. `check_field` and `check_ref` let the rule
+    compiler reject fields the source does not have and references to unknown names."""
+
+    check_field: Callable[[tuple[str, ...]], str | None]
+    check_ref: Callable[[tuple[str, ...]], str | None]
+    problems: list[CompileProblem]
+
+    def block(self, node: Any, at: KeyPath) -> Condition:
+        parts: list[Condition] = []
+        if not isinstance(node, Mapping):
+            self.problems.append(CompileProblem(at, "expected a mapping of conditions", "schema"))
+            return AllOf(())
+        for key, spec in node.items():
+            where = (*at, key)
+            if key == "all":
+                parts.append(AllOf(tuple(self.block(b, (*where, i)) for i, b in enumerate(spec))))
+            elif key == "any":
+                parts.append(AnyOf(tuple(self.block(b, (*where, i)) for i, b in enumerate(spec))))
+            elif key == "not":
+                parts.append(NotOf(self.block(spec, where)))
+            else:
+                parts.extend(self.field(str(key), spec, where))
+        return parts[0] if len(parts) == 1 else AllOf(tuple(parts))
+
+    def field(self, key: str, spec: Any, at: KeyPath) -> list[Condition]:
+        path = split_path(key)
+        problem = self.check_field(path)
+        if problem:
+            self.problems.append(CompileProblem(at, problem, "unknown-field"))
+        if not isinstance(spec, Mapping):
+            spec = {"equals": spec}
+        tests: list[Condition] = []
+        for op, raw in spec.items():
+            where = (*at, op)
+            if op == "exists":
+                tests.append(FieldTest(path, op, bool(raw)))
+            elif op == "matches":
+                try:
+                    tests.append(FieldTest(path, op, re.compile(str(raw))))
+                except re.error as exc:
+                    self.problems.append(
+                        CompileProblem(
+                            where, f"invalid regular expression {raw!r}: {exc}", "bad-regex"
+                        )
+                    )
+            elif op in ("in", "not_in"):
+                values = [self.value(x, (*where, i)) for i, x in enumerate(raw or [])]
+                tests.append(FieldTest(path, op, values))
+            elif op in _OPERATORS:
+                value = self.value(raw, where)
+                if op in NUMERIC_OPS and value.ref is None:
+                    self._check_number(value.literal, op, where)
+                tests.append(FieldTest(path, op, value))
+            else:
+                self.problems.append(CompileProblem(where, f"unknown operator {op!r}", "schema"))
+        return tests
+
+    def value(self, raw: Any, at: KeyPath) -> Value:
+        value = parse_value(raw)
+        if value.ref is not None:
+            problem = self.check_ref(value.ref)
+            if problem:
+                self.problems.append(CompileProblem(at, problem, "unknown-reference"))
+        return value
+
+    def _check_number(self, literal: Any, op: str, at: KeyPath) -> None:
+        if isinstance(literal, str) and not is_duration(literal):
+            try:
+                float(literal)
+            except ValueError:
+                try:
+                    parse_duration(literal)
+                except TimeFormatError as exc:
+                    self.problems.append(
+                        CompileProblem(
+                            at, f"{op} needs a number or a duration: {exc}", "bad-duration"
+                        )
+                    )
+        elif literal is None or isinstance(literal, bool):
+            self.problems.append(
+                CompileProblem(at, f"{op} needs a number or a duration, not {literal!r}", "schema")
+            )

@@ -1,0 +1,140 @@
+"""`incident-pilot serve` settings: every one a flag and an INCIDENT_PILOT_* variable."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from engine.timeutil import TimeFormatError, parse_duration
+
+ENV_PREFIX = "INCIDENT_PILOT_"
+DEFAULT_DB = "incident-pilot.db"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(ENV_PREFIX + name, default)
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except TimeFormatError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _size(text: str) -> int:
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    t = text.strip().lower().removesuffix("b").removesuffix("i")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size (e.g. 1048576, 512k, 5m)"
+        ) from None
+
+
+def _truthy(text: str) -> bool:
+    return text.lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    host: str = "127.0.0.1"
+    port: int = 9099
+    rules: tuple[Path, ...] = ()
+    db: str = DEFAULT_DB
+    retention: timedelta = timedelta(hours=24)
+    format: str = "text"
+    quiet: bool = False
+    log_level: str = "info"
+    renotify_after: timedelta = timedelta(hours=4)
+    max_body: int = 5 * 1024 * 1024
+    max_future: timedelta = timedelta(minutes=5)
+    public_url: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--host",
+        default=_env("HOST", "127.0.0.1"),
+        help=f"address to listen on (default 127.0.0.1) [env {ENV_PREFIX}HOST]",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(_env("PORT", "9099")),
+        help=f"port to listen on (default 9099) [env {ENV_PREFIX}PORT]",
+    )
+    p.add_argument(
+        "--db",
+        default=_env("DB", DEFAULT_DB),
+        help=f"the store: a SQLite file path, ':memory:' for a throwaway run, or a postgresql:// URL "
+        f"(default ./{DEFAULT_DB}) [env {ENV_PREFIX}DB]",
+    )
+    p.add_argument(
+        "--retention",
+        type=_duration,
+        default=_duration(_env("RETENTION", "24h")),
+        help=f"how long context records (deploys, logs, traces) are kept (default 24h) [env {ENV_PREFIX}RETENTION]",
+    )
+    p.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default=_env("FORMAT", "text"),
+        help=f"how incidents are printed on stdout: a text report, or one JSON object per line "
+        f"(default text) [env {ENV_PREFIX}FORMAT]",
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        default=_truthy(_env("QUIET", "")),
+        help=f"do not print incidents on stdout [env {ENV_PREFIX}QUIET=1]",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=_env("LOG_LEVEL", "info"),
+        help=f"log verbosity, on stderr (default info) [env {ENV_PREFIX}LOG_LEVEL]",
+    )
+    p.add_argument(
+        "--renotify-after",
+        type=_duration,
+        default=_duration(_env("RENOTIFY_AFTER", "4h")),
+        help="an alert attached to an open incident notifies again only after this long "
+        f"(default 4h) [env {ENV_PREFIX}RENOTIFY_AFTER]",
+    )
+    p.add_argument(
+        "--max-body",
+        type=_size,
+        default=_size(_env("MAX_BODY", "5m")),
+        help=f"largest request body accepted, in bytes (default 5m = 5 MiB; larger gets 413) "
+        f"[env {ENV_PREFIX}MAX_BODY]",
+    )
+    p.add_argument(
+        "--public-url",
+        default=_env("PUBLIC_URL", ""),
+        help=f"the URL users reach this service at, for incident links (default http://HOST:PORT) "
+        f"[env {ENV_PREFIX}PUBLIC_URL]",
+    )
+
+
+def settings_from_args(args: argparse.Namespace, rules: list[Path]) -> ServeSettings:
+    return ServeSettings(
+        host=args.host,
+        port=args.port,
+        rules=tuple(rules),
+        db=args.db,
+        retention=args.retention,
+        format=args.format,
+        quiet=args.quiet,
+        log_level=args.log_level,
+        renotify_after=args.renotify_after,
+        max_body=args.max_body,
+        public_url=args.public_url or f"http://{args.host}:{args.port}",
+    )

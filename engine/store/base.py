@@ -1,0 +1,215 @@
+"""The store interface: context records, alerts, incidents and the delivery outbox.
+
+Every backend (SQLite, PostgreSQL) implements `Store`; one contract test suite
+(`tests/store/test_contract.py`) runs against each. Methods are synchronous and
+may block on disk or network: the server calls them from worker threads, never
+on the event loop. Every write method commits before it returns, so a caller
+may acknowledge as soon as it gets an answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from engine.model import Alert, ContextRecord, Finding, Incident, Severity
+
+
+@dataclass(frozen=True)
+class NewContext:
+    """A context record before it is stored (the store assigns its id)."""
+
+    kind: str
+    service: str
+    ts: datetime
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class IncidentDraft:
+    """What the rules concluded about a firing alert, before the store decides its fate."""
+
+    id: str  # the id the incident gets if it is opened
+    alert: Alert
+    title: str
+    team: str | None
+    severity: Severity
+    findings: tuple[Finding, ...]
+    duplicate_of: str | None = None  # an open incident the rules say this alert belongs to
+    narration: dict[str, Any] | None = None
+
+
+OutcomeKind = Literal["opened", "attached", "repeat", "resolved", "ignored"]
+
+
+@dataclass(frozen=True)
+class AlertOutcome:
+    """What recording an alert did.
+
+    - opened: a new incident.
+    - attached: a new firing joined an open incident (duplicate or same fingerprint).
+    - repeat: the same firing (fingerprint + startsAt) was seen before.
+    - resolved: the alert's resolution closed its incident (or one of its alerts).
+    - ignored: a resolution for an alert we never saw firing, or whose incident is closed.
+    `notify` says whether sinks should hear of it now (re-notify interval applied).
+    """
+
+    kind: OutcomeKind
+    incident: Incident | None
+    notify: bool
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """One message for one sink, stored in the outbox before it is attempted."""
+
+    sink: str  # the sink's configured name
+    event: str  # "trigger" | "update" | "resolve"
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    incident_id: str
+    sink: str
+    event: str
+    payload: dict[str, Any]
+    attempts: int
+    status: str  # "pending" | "sending" | "delivered" | "dead"
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+
+
+# Called inside the transaction that opens / attaches / resolves an incident, so
+# deliveries are stored atomically with the change that causes them.
+PlanDeliveries = Callable[[AlertOutcome], Sequence[NewDelivery]]
+
+
+class Store(Protocol):
+    # --- context -----------------------------------------------------------
+    def add_context(self, records: Sequence[NewContext]) -> list[ContextRecord]:
+        """Store records (any mix of kinds) in one transaction; return them with ids."""
+        ...
+
+    def query_context(
+        self,
+        kind: str,
+        *,
+        start: datetime,
+        end: datetime,
+        service: str | None = None,
+        limit: int | None = None,
+    ) -> list[ContextRecord]:
+        """Records of `kind` with start <= ts <= end (and service, when given), newest first.
+
+        Must use an index on (service, ts) / (ts): never a scan of the whole table.
+        """
+        ...
+
+    def get_context(self, kind: str, record_id: str) -> ContextRecord | None: ...
+
+    def prune_context(self, before: datetime) -> int:
+        """Delete context records older than `before`; return how many."""
+        ...
+
+    def context_counts(self) -> dict[str, int]: ...
+
+    def oldest_context_ts(self) -> datetime | None: ...
+
+    # --- alerts and incidents ---------------------------------------------
+    def find_repeat(self, fingerprint: str, starts_at: datetime) -> Incident | None:
+        """The incident an identical firing (same fingerprint and startsAt) already made."""
+        ...
+
+    def open_incidents(
+        self,
+        *,
+        service: str | None = None,
+        fingerprint: str | None = None,
+        since: datetime | None = None,
+    ) -> list[Incident]:
+        """Open incidents, newest first (filters are ANDed; None means any)."""
+        ...
+
+    def record_firing(
+        self,
+        draft: IncidentDraft,
+        *,
+        now: datetime,
+        renotify_after: timedelta,
+        plan: PlanDeliveries | None = None,
+    ) -> AlertOutcome:
+        """Atomically: repeat, else attach (draft.duplicate_of, or the open incident with the
+        same fingerprint), else open a new incident from the draft. At most one incident is
+        ever open per fingerprint, even under concurrent calls from several processes."""
+        ...
+
+    def record_resolved(
+        self, alert: Alert, *, now: datetime, plan: PlanDeliveries | None = None
+    ) -> AlertOutcome:
+        """Mark the alert resolved (at alert.ends_at); when every alert attached to its
+        incident is resolved, resolve the incident automatically."""
+        ...
+
+    def get_incident(self, incident_id: str) -> Incident | None: ...
+
+    def list_incidents(
+        self,
+        *,
+        limit: int = 50,
+        status: str | None = None,
+        service: str | None = None,
+        team: str | None = None,
+        since: datetime | None = None,
+    ) -> list[Incident]:
+        """Newest first by opened_at."""
+        ...
+
+    def resolve_incident(
+        self,
+        incident_id: str,
+        *,
+        at: datetime,
+        note: str | None = None,
+        auto: bool = False,
+        plan: PlanDeliveries | None = None,
+    ) -> AlertOutcome:
+        """Resolve by hand (or automatically). kind is "resolved", or "ignored" when it was
+        already resolved; incident is None when there is no such incident."""
+        ...
+
+    def set_narration(self, incident_id: str, narration: dict[str, Any]) -> None: ...
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for /api/stats: alerts by status, incidents by status, context by kind,
+        outbox by status."""
+        ...
+
+    # --- delivery outbox ---------------------------------------------------
+    def claim_deliveries(
+        self, *, now: datetime, limit: int, lease: timedelta, worker: str
+    ) -> list[Delivery]:
+        """Claim due deliveries (pending, or sending with an expired lease), the oldest
+        undelivered one of each incident only, so one incident's messages keep their order.
+        A claimed delivery is invisible to other workers until the lease expires."""
+        ...
+
+    def finish_delivery(
+        self,
+        delivery_id: int,
+        *,
+        ok: bool,
+        now: datetime,
+        error: str | None = None,
+        retry_at: datetime | None = None,
+    ) -> None:
+        """ok -> delivered. Not ok -> pending again at retry_at, or dead when retry_at is None."""
+        ...
+
+    def dead_deliveries(self, limit: int = 50) -> list[Delivery]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,186 @@
+"""Schema migrations: named, versioned, recorded in `schema_migrations`, applied on open.
+
+A migration is `(name, sql)`; its version is its 1-based position in the list. Every
+backend keeps its own SQL list (SQLite here, PostgreSQL in `engine.store.postgres`) but
+uses the same names in the same order, listed in MIGRATION_NAMES, so one database's
+`schema_migrations` reads the same whatever the backend, and `check_migrations` catches
+a backend that forgot one. Migrations are append-only: never edit or reorder a shipped
+one, add a new one instead.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+
+Migration = tuple[str, str]
+
+MIGRATION_NAMES: tuple[str, ...] = (
+    "0001_context",
+    "0002_incidents_alerts",
+    "0003_outbox",
+)
+
+_CONTEXT_TABLE = """
+CREATE TABLE {kind} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    service TEXT NOT NULL,
+    ts REAL NOT NULL,
+    {columns},
+    attributes TEXT
+);
+CREATE INDEX {kind}_service_ts ON {kind} (service, ts);
+CREATE INDEX {kind}_ts ON {kind} (ts);
+"""
+
+SQLITE_MIGRATIONS: list[Migration] = [
+    (
+        "0001_context",
+        # AUTOINCREMENT: ids are never reused after a prune, so a cited record path
+        # (context/logs/42) can never come to mean a different record.
+        _CONTEXT_TABLE.format(kind="deploys", columns='"commit" TEXT, author TEXT')
+        + _CONTEXT_TABLE.format(kind="logs", columns="level TEXT, message TEXT")
+        + _CONTEXT_TABLE.format(kind="traces", columns="trace_id TEXT, duration_ms REAL"),
+    ),
+    (
+        "0002_incidents_alerts",
+        """
+CREATE TABLE incidents (
+    id TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('open', 'resolved')),
+    title TEXT NOT NULL,
+    service TEXT,
+    alertname TEXT,
+    team TEXT,
+    severity INTEGER NOT NULL,
+    opened_at REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    resolved_at REAL,
+    repeat_count INTEGER NOT NULL DEFAULT 0,
+    attached_count INTEGER NOT NULL DEFAULT 0,
+    last_notified_at REAL,
+    alert TEXT NOT NULL,
+    findings TEXT NOT NULL,
+    resolution TEXT,
+    narration TEXT
+);
+-- The guarantee behind "at most one open incident per fingerprint": even a buggy
+-- caller or a second process cannot insert a second one.
+CREATE UNIQUE INDEX incidents_one_open ON incidents (fingerprint) WHERE status = 'open';
+-- Lists are "newest first" by (opened_at, id): each filter's index ends with both.
+CREATE INDEX incidents_opened_at ON incidents (opened_at, id);
+CREATE INDEX incidents_status_opened ON incidents (status, opened_at, id);
+CREATE INDEX incidents_service_opened ON incidents (service, opened_at, id);
+CREATE INDEX incidents_team_opened ON incidents (team, opened_at, id);
+
+CREATE TABLE alerts (
+    fingerprint TEXT NOT NULL,
+    starts_at REAL NOT NULL,
+    incident_id TEXT NOT NULL REFERENCES incidents (id),
+    status TEXT NOT NULL CHECK (status IN ('firing', 'resolved')),
+    ends_at REAL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (fingerprint, starts_at)
+);
+CREATE INDEX alerts_incident_status ON alerts (incident_id, status);
+""",
+    ),
+    (
+        "0003_outbox",
+        """
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id TEXT NOT NULL REFERENCES incidents (id),
+    sink TEXT NOT NULL,
+    event TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'sending', 'delivered', 'dead')),
+    next_attempt_at REAL NOT NULL,
+    lease_until REAL,
+    worker TEXT,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    delivered_at REAL
+);
+-- Small by construction (delivered rows drop out), and exactly what claiming reads:
+-- the head of each incident's queue.
+CREATE INDEX deliveries_undelivered ON deliveries (incident_id, id)
+    WHERE status IN ('pending', 'sending');
+CREATE INDEX deliveries_status ON deliveries (status, id);
+""",
+    ),
+]
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+def check_migrations(migrations: Sequence[Migration]) -> None:
+    """A backend's list must carry exactly MIGRATION_NAMES, in order."""
+    names = tuple(name for name, _ in migrations)
+    if names != MIGRATION_NAMES:
+        raise MigrationError(f"migration names {names} do not match {MIGRATION_NAMES}")
+
+
+def split_sql(sql: str) -> list[str]:
+    """Split a script into statements (sqlite3 runs one per execute; executescript would
+    COMMIT first and break the surrounding transaction)."""
+    statements, current = [], ""
+    for piece in sql.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n\t;"):
+                statements.append(current.strip())
+            current = ""
+    if current.strip(" \n\t;"):
+        raise MigrationError(f"incomplete SQL statement: {current.strip()[:80]!r}")
+    return statements
+
+
+def apply_sqlite(
+    conn: sqlite3.Connection, migrations: Sequence[Migration] = SQLITE_MIGRATIONS
+) -> list[str]:
+    """Apply the missing migrations in one transaction; return the names applied.
+
+    Idempotent: what `schema_migrations` records is skipped. BEGIN IMMEDIATE makes two
+    processes opening a fresh file at once take turns instead of both creating tables.
+    `conn` must be in autocommit mode (isolation_level=None).
+    """
+    check_migrations(migrations)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, applied_at REAL NOT NULL)"
+        )
+        done = dict(conn.execute("SELECT version, name FROM schema_migrations").fetchall())
+        for version, name in done.items():
+            if version > len(migrations):
+                raise MigrationError(
+                    f"database has migration {version} ({name}), newer than this code knows"
+                )
+            if migrations[version - 1][0] != name:
+                raise MigrationError(
+                    f"database migration {version} is {name!r}, code expects "
+                    f"{migrations[version - 1][0]!r}"
+                )
+        applied = []
+        for version, (name, sql) in enumerate(migrations, start=1):
+            if version in done:
+                continue
+            for statement in split_sql(sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (version, name, time.time()),
+            )
+            applied.append(name)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return applied

@@ -1,0 +1,270 @@
+"""SQLite specifics: query plans, concurrency, durability, migrations, open_store URLs."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from engine.store import NewContext, NewDelivery, open_store
+from engine.store.migrations import (
+    MIGRATION_NAMES,
+    SQLITE_MIGRATIONS,
+    MigrationError,
+    apply_sqlite,
+    split_sql,
+)
+from engine.store.sqlite import SQLiteStore
+
+from .helpers import MIN, RENOTIFY, T0, make_alert, make_draft
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "ip.db")
+
+
+def _plan(store: SQLiteStore, sql: str, args: tuple) -> str:
+    with store._read() as conn:
+        return " | ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
+
+
+@pytest.mark.parametrize("kind", ["deploys", "logs", "traces"])
+def test_query_context_uses_the_indexes(db_path: str, kind: str) -> None:
+    store = SQLiteStore(db_path)
+    store.add_context([NewContext(kind, f"s{i % 5}", T0 - i * MIN, {}) for i in range(200)])
+    # Capture the exact SQL query_context runs, then ask SQLite how it runs it.
+    seen: list[tuple[str, tuple]] = []
+    with store._read() as conn:
+        conn.set_trace_callback(lambda s: seen.append(s))
+    store.query_context(kind, start=T0 - 10 * MIN, end=T0, service="s1", limit=5)
+    store.query_context(kind, start=T0 - 10 * MIN, end=T0)
+    with store._read() as conn:
+        conn.set_trace_callback(None)
+    selects = [s for s in seen if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 2
+    with_service, without = (_plan(store, "SELECT" + s.split("SELECT", 1)[1], ()) for s in selects)
+    assert f"USING INDEX {kind}_service_ts (service=? AND ts>? AND ts<?)" in with_service
+    assert f"USING INDEX {kind}_ts (ts>? AND ts<?)" in without
+    for plan in (with_service, without):
+        assert "SCAN" not in plan and "TEMP B-TREE" not in plan, plan  # no full scan, no sort
+    store.close()
+
+
+def test_file_store_pragmas(db_path: str) -> None:
+    store = SQLiteStore(db_path)
+    with store._read() as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    store.close()
+
+
+def test_concurrent_identical_firings_open_once(db_path: str) -> None:
+    store = SQLiteStore(db_path)
+    barrier = threading.Barrier(8)
+    kinds: list[str] = []
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        out = store.record_firing(make_draft(id=f"t{n}"), now=T0, renotify_after=RENOTIFY)
+        kinds.append(out.kind)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert Counter(kinds) == {"opened": 1, "repeat": 7}
+    (inc,) = store.list_incidents()
+    assert inc.repeat_count == 7
+    store.close()
+
+
+def test_two_stores_on_one_file_still_open_one_incident(db_path: str) -> None:
+    """Two SQLiteStore objects have separate locks and connections, like two processes:
+    BEGIN IMMEDIATE (plus the partial unique index) still allows one open incident."""
+    stores = [SQLiteStore(db_path), SQLiteStore(db_path)]
+    barrier = threading.Barrier(8)
+    kinds: list[str] = []
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        draft = make_draft(make_alert(starts_at=T0 + n * MIN), id=f"p{n}")
+        kinds.append(stores[n % 2].record_firing(draft, now=T0, renotify_after=RENOTIFY).kind)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert Counter(kinds) == {"opened": 1, "attached": 7}
+    assert len(stores[0].open_incidents(fingerprint="fp-a")) == 1
+    for s in stores:
+        s.close()
+
+
+def test_partial_unique_index_refuses_a_second_open_incident(db_path: str) -> None:
+    store = SQLiteStore(db_path)
+    inc = store.record_firing(make_draft(), now=T0, renotify_after=RENOTIFY).incident
+    with store._write() as conn, pytest.raises(sqlite3.IntegrityError):
+        conn.execute(
+            "INSERT INTO incidents (id, fingerprint, status, title, severity, opened_at,"
+            " last_seen, alert, findings) SELECT 'x', fingerprint, 'open', title, severity,"
+            " opened_at, last_seen, alert, findings FROM incidents WHERE id = ?",
+            (inc.id,),
+        )
+    store.close()
+
+
+def test_reopen_keeps_everything(db_path: str) -> None:
+    store = SQLiteStore(db_path)
+    recs = store.add_context([NewContext("logs", "api", T0, {"message": "x", "pod": "p"})])
+    plan = lambda o: [NewDelivery("pager", "trigger", {"a": 1})]  # noqa: E731
+    out = store.record_firing(make_draft(), now=T0, renotify_after=RENOTIFY, plan=plan)
+    store.set_narration(out.incident.id, {"text": "hi"})
+    before = store.stats()
+    store.close()
+    store.close()  # idempotent
+
+    again = SQLiteStore(db_path)
+    assert again.stats() == before
+    assert again.get_context("logs", recs[0].id) == recs[0]
+    assert again.get_incident(out.incident.id) == replace(out.incident, narration={"text": "hi"})
+    (d,) = again.claim_deliveries(now=T0, limit=5, lease=MIN, worker="w")
+    assert d.payload == {"a": 1}
+    # New ids keep counting up: AUTOINCREMENT never hands out an old id again.
+    (more,) = again.add_context([NewContext("logs", "api", T0, {})])
+    assert int(more.id) > int(recs[0].id)
+    again.close()
+
+
+def test_closed_store_refuses_work(db_path: str) -> None:
+    store = SQLiteStore(db_path)
+    store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        store.add_context([NewContext("logs", "api", T0, {})])
+    with pytest.raises(RuntimeError, match="closed"):
+        store.stats()
+
+
+def test_reads_from_many_threads_see_commits(db_path: str) -> None:
+    store = SQLiteStore(db_path)
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            for _ in range(20):
+                store.query_context("logs", start=T0 - MIN, end=T0)
+                store.stats()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for i in range(20):
+        store.add_context([NewContext("logs", "api", T0, {"i": i})])
+    for t in threads:
+        t.join()
+    assert errors == []
+    got = {}
+
+    def count() -> None:
+        got["n"] = len(store.query_context("logs", start=T0, end=T0))
+
+    t = threading.Thread(target=count)
+    t.start()
+    t.join()
+    assert got["n"] == 20
+    store.close()
+
+
+# --- migrations --------------------------------------------------------------------
+
+
+def test_migrations_are_recorded_and_reapplying_is_a_no_op(db_path: str) -> None:
+    SQLiteStore(db_path).close()
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    rows = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
+    assert rows == list(enumerate(MIGRATION_NAMES, start=1))
+    assert apply_sqlite(conn) == []
+    SQLiteStore(db_path).close()  # opening again applies nothing and does not fail
+    assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == len(
+        MIGRATION_NAMES
+    )
+    conn.close()
+
+
+def test_migration_names_are_shared() -> None:
+    assert [name for name, _ in SQLITE_MIGRATIONS] == list(MIGRATION_NAMES)
+    with pytest.raises(MigrationError):
+        apply_sqlite(sqlite3.connect(":memory:", isolation_level=None), SQLITE_MIGRATIONS[:-1])
+
+
+def test_a_database_from_different_code_is_refused(db_path: str) -> None:
+    SQLiteStore(db_path).close()
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("INSERT INTO schema_migrations VALUES (99, '0099_future', 0)")
+    conn.close()
+    with pytest.raises(MigrationError, match="newer"):
+        SQLiteStore(db_path)
+
+
+def test_split_sql() -> None:
+    assert split_sql("CREATE TABLE a (x TEXT DEFAULT ';');\n\nCREATE INDEX i ON a (x);\n") == [
+        "CREATE TABLE a (x TEXT DEFAULT ';');",
+        "CREATE INDEX i ON a (x);",
+    ]
+
+
+# --- open_store ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", [":memory:", "sqlite://", "sqlite:///:memory:"])
+def test_open_store_memory(url: str) -> None:
+    store = open_store(url)
+    assert isinstance(store, SQLiteStore) and store.path == ":memory:"
+    store.close()
+
+
+def test_open_store_paths_create_parent_dirs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = tmp_path / "a" / "b" / "ip.db"
+    store = open_store(str(deep))
+    assert deep.exists()
+    store.close()
+    store = open_store(f"sqlite:///{tmp_path}/c/ip.db")  # sqlite:////abs/path
+    assert (tmp_path / "c" / "ip.db").exists()
+    store.close()
+    monkeypatch.chdir(tmp_path)
+    store = open_store("sqlite:///rel/ip.db")
+    assert (tmp_path / "rel" / "ip.db").exists()
+    store.close()
+
+
+def test_open_store_rejects_unknown_schemes() -> None:
+    with pytest.raises(ValueError, match="unknown store URL scheme 'mysql'"):
+        open_store("mysql://db/ip")
+    with pytest.raises(ValueError, match="empty"):
+        open_store("  ")
+
+
+def test_open_store_postgres_without_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.store as store_pkg
+
+    def missing(name: str):
+        exc = ModuleNotFoundError(f"No module named {name!r}")
+        exc.name = name
+        raise exc
+
+    monkeypatch.setattr(store_pkg.importlib, "import_module", missing)
+    for url in ("postgresql://u@h/db", "postgres://u@h/db"):
+        with pytest.raises(ValueError, match=r"engine\.store\.postgres is not available"):
+            open_store(url)
