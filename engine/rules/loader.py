@@ -101,12 +101,11 @@ class _Loader:
         enabled = doc.data.get("enabled", True) is not False
         if not enabled:
             self.warn(doc, ("enabled",), rule_id, "rule is disabled (enabled: false)", "disabled")
-        if not self.claim_id(doc, rule_id, group, enabled):
-            return
+        claimed = self.claim_id(doc, rule_id, group, enabled)
         if schema_problems:
-            return
+            return  # the compiler expects a schema-valid document
         rule = self.compile(doc, rule_id)
-        if rule is not None:
+        if rule is not None and claimed:
             self.rules[rule_id] = rule
 
     def claim_id(self, doc: YamlDoc, rule_id: str, group: int, enabled: bool) -> bool:

@@ -280,7 +280,8 @@ class _Explainer:
         kind, expected, inst = error.validator, error.validator_value, error.instance
         schema = error.schema if isinstance(error.schema, Mapping) else {}
         if kind == "type":
-            wanted = self.alternatives({"type": expected})[0]
+            alts = self.alternatives(error.schema)
+            wanted = join_or([f"a mapping {a}" if a.startswith("{") else a for a in alts])
             return f"expected {wanted}, got {show(inst)}"
         if kind in ("enum", "const"):
             choices = expected if kind == "enum" else [expected]

@@ -288,7 +288,7 @@ def _yaml_error(exc: yaml.YAMLError, display: str, text: str) -> Problem:
     lines = text.splitlines()
     if 0 < line <= len(lines) and "\t" in lines[line - 1][: max(col, 1)]:
         message += "; YAML does not allow tabs for indentation, use spaces"
-    elif "mapping values are not allowed" in problem:
+    elif "mapping values are not allowed" in problem or "expected key" in problem:
         message += "; check the indentation, or quote a value that contains ': '"
     return Problem(SourceLocation(display, line, col), message, "yaml")
 
@@ -324,7 +324,10 @@ def parse_yaml(raw: bytes | str, display: str) -> tuple[YamlDoc | None, list[Pro
             )
     else:
         text = raw
-    loader = Loader(text)
+    try:
+        loader = Loader(text)  # the pure-Python reader checks characters right here
+    except yaml.YAMLError as exc:
+        return None, [_yaml_error(exc, display, text)]
     builder = _Builder(display, loader)
 
     def events() -> Iterator[Any]:
@@ -339,6 +342,8 @@ def parse_yaml(raw: bytes | str, display: str) -> tuple[YamlDoc | None, list[Pro
         return None, [_yaml_error(exc, display, text)]
     except (RecursionError, MemoryError):
         return fail("document too complex to load", "too-deep")
+    except Exception as exc:  # a safety net: a linter must report, not crash
+        return fail(f"cannot read this file: {type(exc).__name__}: {exc}", "yaml")
     finally:
         loader.dispose()
     if builder.documents == 0 or builder.doc.data is None:

@@ -1,0 +1,1 @@
+"""Rules: loading, checking, compiling and evaluating the YAML rule files."""
