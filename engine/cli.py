@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["lint"]:
+        from engine.lint import main as lint_main
+
+        return lint_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -124,10 +129,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             from engine.commands import replay
 
             return replay(args)
-        if args.command == "lint":
-            from engine.lint import main as lint_main
-
-            return lint_main(args.args)
     except KeyboardInterrupt:
         return 130
     parser.print_help()

@@ -18,7 +18,7 @@ from engine.rules.yamlsrc import load_yaml
 from engine.scenario import Scenario
 from engine.serialize import incident_to_dict
 from engine.store import open_store
-from engine.timeutil import TimeFormatError, parse_ts
+from engine.timeutil import TimeFormatError, parse_ts, utcnow
 
 
 def _err(message: str) -> None:
@@ -125,7 +125,7 @@ def replay(args: argparse.Namespace) -> int:
         return 1
     try:
         now = parse_ts(args.now) if args.now else None
-        probe = parse_payload(body, now or parse_ts("2000-01-01T00:00:00Z"))
+        probe = parse_payload(body, now or utcnow())
         now = now or max(a.starts_at for a in probe)
         alerts = parse_payload(body, now)
         scenario = Scenario.from_dict(

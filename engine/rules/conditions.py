@@ -83,8 +83,11 @@ def _present(v: Any) -> bool:
 def _equal(a: Any, b: Any) -> bool:
     if a == b:
         return True
+    if isinstance(a, str) and isinstance(b, str):
+        return False
+    # A number and its text ("3" and 3) are equal, whichever side the text is on.
     na, nb = to_number(a), to_number(b)
-    return na is not None and nb is not None and not isinstance(a, str) and na == nb
+    return na is not None and nb is not None and na == nb
 
 
 # Each operator: (field value, resolved operand) -> bool. Missing values fail every test
