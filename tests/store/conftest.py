@@ -22,7 +22,9 @@ if _ROOT not in sys.path:
 
 from engine.store import Store, open_store  # noqa: E402
 
-POSTGRES_DSN_ENV = "INCIDENT_PILOT_TEST_POSTGRES_DSN"
+from . import pg  # noqa: E402
+
+POSTGRES_DSN_ENV = pg.POSTGRES_DSN_ENV
 
 
 def _sqlite_file(tmp_path: Path) -> Store:
@@ -34,22 +36,13 @@ def _sqlite_memory(tmp_path: Path) -> Store:
 
 
 def _postgres(tmp_path: Path) -> Store:
+    # Every contract test runs in this run's scratch schema (tests/store/pg.py), emptied
+    # by reset_for_tests(); the session fixture below drops the schema at the end.
     dsn = os.environ.get(POSTGRES_DSN_ENV)
     if not dsn:
-        pytest.skip(f"set {POSTGRES_DSN_ENV} to a scratch PostgreSQL database to run this backend")
-    try:
-        import engine.store.postgres  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name != "engine.store.postgres":
-            raise
-        pytest.skip("engine.store.postgres is not written yet")
-    # Contract tests need an empty database each time: the PostgreSQL backend is
-    # expected to offer a way to get one (e.g. a fresh schema per test) and use it here.
-    store = open_store(dsn)
-    reset = getattr(store, "reset_for_tests", None)
-    if reset is None:
-        pytest.skip("PostgresStore has no reset_for_tests(): cannot give each test an empty db")
-    reset()
+        pytest.skip(pg.SKIP_REASON)
+    store = open_store(pg.with_schema(dsn, pg.SCHEMAS.run_schema()))
+    store.reset_for_tests()  # type: ignore[attr-defined]
     return store
 
 
@@ -66,8 +59,7 @@ def _marks(name: str) -> list[pytest.MarkDecorator]:
     # Decided at collection (a skip mark, not only pytest.skip in the factory) so pytest
     # folds the skips into one line of the summary.
     if not os.environ.get(POSTGRES_DSN_ENV):
-        reason = f"set {POSTGRES_DSN_ENV} to a scratch PostgreSQL database to run this backend"
-        return [pytest.mark.postgres, pytest.mark.skip(reason=reason)]
+        return [pytest.mark.postgres, pytest.mark.skip(reason=pg.SKIP_REASON)]
     return [pytest.mark.postgres]
 
 
@@ -84,3 +76,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 def backend(request: pytest.FixtureRequest) -> str:
     """The name of the backend the current `store` runs on."""
     return request.node.callspec.params["store"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_postgres_schemas() -> Iterator[None]:
+    """Drop every scratch schema this run made (tests/store/pg.py), even after failures."""
+    yield
+    pg.SCHEMAS.drop_all()
