@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from engine.model import Alert
-from engine.timeutil import TimeFormatError, is_go_zero, parse_ts
+from engine.timeutil import TimeFormatError, format_ts, is_go_zero, parse_ts
 
 _FNV_OFFSET = 14695981039346656037
 _FNV_PRIME = 1099511628211
@@ -33,6 +33,9 @@ class AlertLimits:
     max_labels: int = 100
     max_label_name: int = 256
     max_label_value: int = 8192
+    # startsAt further ahead of `now` than this is refused (the server allows for clock
+    # skew); None: no check (offline replay and rule tests choose their own `now`).
+    max_future: timedelta | None = None
 
 
 def fingerprint(labels: Mapping[str, str]) -> str:
@@ -100,6 +103,12 @@ def parse_alert(obj: Any, where: str, now: datetime, limits: AlertLimits = Alert
         obj.get("annotations"), f"{where}.annotations", limits, required=False
     )
     starts_at = _time(obj, "startsAt", where) or now
+    if limits.max_future is not None and starts_at > now + limits.max_future:
+        raise PayloadError(
+            f"{where}.startsAt",
+            f"{format_ts(starts_at)} is in the future (more than {limits.max_future} past the "
+            f"server's clock, {format_ts(now)})",
+        )
     ends_at = _time(obj, "endsAt", where)
     status = obj.get("status")
     if status is None:
@@ -114,6 +123,11 @@ def parse_alert(obj: Any, where: str, now: datetime, limits: AlertLimits = Alert
     url = obj.get("generatorURL") or ""
     if not isinstance(url, str):
         raise PayloadError(f"{where}.generatorURL", f"must be a string, got {_type(url)}")
+    if "\x00" in url or len(url) > limits.max_label_value:
+        raise PayloadError(
+            f"{where}.generatorURL",
+            f"must be at most {limits.max_label_value} characters, without NUL",
+        )
     return Alert(
         fingerprint=fp,
         status=status,

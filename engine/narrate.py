@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +34,21 @@ class Colour:
         return self._wrap(_SEVERITY_COLOURS.get(word, "0"), text)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(value: Any) -> Any:
+    """Data with terminal control characters shown as escapes (`\\x1b`), so a label
+    cannot move the cursor, recolour or clear the on-call engineer's terminal."""
+    if isinstance(value, str):
+        return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
+    if isinstance(value, Mapping):
+        return {k: printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable(v) for v in value]
+    return value
+
+
 def render_text(
     incident: Incident | Mapping[str, Any],
     event: str,
@@ -41,6 +57,7 @@ def render_text(
     template_dirs: tuple[Path, ...] = (),
 ) -> str:
     data = incident_to_dict(incident) if isinstance(incident, Incident) else incident
+    data = printable(data)
     env = environment((*template_dirs, templates_dir()))
     template = env.get_template(REPORT_TEMPLATE)
     return template.render(incident=data, event=event, c=Colour(colour)).rstrip() + "\n"

@@ -77,7 +77,10 @@ def parse_ts(text: str) -> datetime:
         raise TimeFormatError(f"{text!r} is not a valid date and time: {exc}") from None
     if naive.year == GO_ZERO_YEAR:
         return naive.replace(tzinfo=UTC)
-    return (naive - offset).replace(tzinfo=UTC)
+    try:
+        return (naive - offset).replace(tzinfo=UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 is past datetime.max in UTC
+        raise TimeFormatError(f"{text!r} is out of the supported range") from None
 
 
 def is_go_zero(ts: datetime) -> bool:
@@ -87,9 +90,10 @@ def is_go_zero(ts: datetime) -> bool:
 def format_ts(ts: datetime) -> str:
     """Aware datetime -> RFC 3339 in UTC, with milliseconds only when present."""
     ts = ts.astimezone(UTC)
+    year = f"{ts.year:04d}"  # strftime's %Y does not zero-pad years before 1000 on glibc
     if ts.microsecond:
-        return ts.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0") + "Z"
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return year + ts.strftime("-%m-%dT%H:%M:%S.%f").rstrip("0") + "Z"
+    return year + ts.strftime("-%m-%dT%H:%M:%SZ")
 
 
 def utcnow() -> datetime:

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from engine.alerts import AlertLimits, PayloadError, parse_payload
+from engine.delivery.api import delivery_routes, delivery_stats
 from engine.ingest import ContextLimits, parse_batch
 from engine.model import CONTEXT_KINDS, Incident
 from engine.narrate import StdoutReporter
@@ -56,7 +57,7 @@ class AppState:
             lambda: self.ruleset,
             PipelineSettings(renotify_after=self.settings.renotify_after),
         )
-        self.alert_limits = AlertLimits()
+        self.alert_limits = AlertLimits(max_future=self.settings.max_future)
         self.context_limits = ContextLimits(max_future=self.settings.max_future)
 
     def count(self, key: str, n: int = 1) -> None:
@@ -103,7 +104,9 @@ def _incident_id(request: Request) -> str:
 
 async def post_alerts(request: Request) -> Response:
     state = _state(request)
-    raw = await read_body(request, state.settings.max_body)
+    raw = await read_body(
+        request, state.settings.limits.body_limit("alerts", state.settings.max_body)
+    )
     body = parse_json_body(raw, media_type(request), allow_ndjson=False)
     now = utcnow()
     try:
@@ -132,7 +135,9 @@ async def post_context(request: Request) -> Response:
         raise ClientError(
             404, f"unknown context kind {kind!r}: use one of {', '.join(CONTEXT_KINDS)}"
         )
-    raw = await read_body(request, state.settings.max_body)
+    raw = await read_body(
+        request, state.settings.limits.body_limit("context", state.settings.max_body)
+    )
     body = parse_json_body(raw, media_type(request), allow_ndjson=True)
     try:
         records = parse_batch(kind, body, utcnow(), state.context_limits)
@@ -206,7 +211,9 @@ async def resolve_incident(request: Request) -> Response:
         if note is not None and (not isinstance(note, str) or len(note) > 4096 or "\x00" in note):
             raise ClientError(400, "note must be a string of at most 4096 characters", "note")
     outcome = await run_in_threadpool(
-        lambda: state.store.resolve_incident(incident_id, at=utcnow(), note=note, auto=False)
+        lambda: state.store.resolve_incident(
+            incident_id, at=utcnow(), note=note, auto=False, plan=state.pipeline.plan
+        )
     )
     if outcome.incident is None:
         raise ClientError(404, f"no incident {incident_id}", "id")
@@ -231,7 +238,7 @@ async def get_context(request: Request) -> Response:
         raise ClientError(
             404, f"unknown context kind {kind!r}: use one of {', '.join(CONTEXT_KINDS)}"
         )
-    if not record_id.isdigit() or len(record_id) > 19:
+    if not (record_id.isascii() and record_id.isdigit()) or len(record_id) > 19:
         raise ClientError(400, "invalid record id: a positive whole number", "id")
     record = await run_in_threadpool(state.store.get_context, kind, record_id)
     if record is None:
@@ -252,6 +259,7 @@ async def get_stats(request: Request) -> Response:
             "rules_loaded": len(state.ruleset.enabled),
             "since_start": counters,
             **stored,
+            **await delivery_stats(request),  # dead letters (engine.delivery)
         }
     )
 
@@ -304,6 +312,7 @@ def routes() -> list[Route]:
         Route("/api/stats", get_stats, methods=["GET"]),
         Route("/api/rules", get_rules, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        *delivery_routes(),  # /api/config, /api/deliveries (engine.delivery)
     ]
 
 
@@ -317,6 +326,9 @@ def create_app(state: AppState) -> Starlette:
         },
     )
     app.state.ip = state
+    from engine.server.ops import install_ops  # metrics, auth, limits, logs, reload, OpenAPI
+
+    install_ops(app, state)
     return app
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.requests import Request
 
 MAX_DEPTH = 32
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # curl -d sends form-urlencoded; the Go original's demo posts JSON that way, so it is
 # accepted and parsed as JSON. Anything else that is not JSON-ish gets 415.
 ACCEPTED_TYPES = {
@@ -69,6 +71,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _check_text(text: str) -> None:
+    # json.loads turns an escaped lone surrogate ("\ud800") into a str that cannot be
+    # encoded as UTF-8: refuse it here rather than fail (500) when it is stored or printed.
+    if _SURROGATE.search(text):
+        raise ClientError(
+            400,
+            "JSON contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff): not valid Unicode",
+        )
+
+
 def _check_depth(value: Any) -> None:
     stack = [(value, 1)]
     while stack:
@@ -76,9 +88,17 @@ def _check_depth(value: Any) -> None:
         if depth > MAX_DEPTH:
             raise ClientError(400, f"JSON is nested more than {MAX_DEPTH} levels deep")
         if isinstance(item, dict):
+            for key in item:
+                _check_text(key)
             stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, str):
+            _check_text(item)
+
+
+def _constant(name: str) -> Any:
+    raise ClientError(400, f"{name} is not valid JSON: numbers must be finite")
 
 
 def _decode(raw: bytes) -> str:
@@ -91,15 +111,17 @@ def _decode(raw: bytes) -> str:
 
 
 def _loads(text: str, where: str = "") -> Any:
+    prefix = f"{where}: " if where else ""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_constant)
     except RecursionError:
         raise ClientError(400, f"JSON is nested more than {MAX_DEPTH} levels deep") from None
     except json.JSONDecodeError as exc:
-        prefix = f"{where}: " if where else ""
         raise ClientError(
             400, f"{prefix}malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ClientError(400, f"{prefix}invalid JSON: {exc}") from None
 
 
 def parse_json_body(raw: bytes, content_type: str, *, allow_ndjson: bool) -> Any:
@@ -119,7 +141,7 @@ def parse_json_body(raw: bytes, content_type: str, *, allow_ndjson: bool) -> Any
         ]
     else:
         try:
-            value = json.loads(text)
+            value = json.loads(text, parse_constant=_constant)
         except RecursionError:
             raise ClientError(400, f"JSON is nested more than {MAX_DEPTH} levels deep") from None
         except json.JSONDecodeError as exc:
@@ -134,5 +156,7 @@ def parse_json_body(raw: bytes, content_type: str, *, allow_ndjson: bool) -> Any
                 raise ClientError(
                     400, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
                 ) from None
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            raise ClientError(400, f"invalid JSON: {exc}") from None
     _check_depth(value)
     return value
