@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from engine.server.auth import AuthSettings, add_auth_arguments, auth_from_args
+from engine.server.limits import Limits, add_limit_arguments, limits_from_args
 from engine.timeutil import TimeFormatError, parse_duration
 
 ENV_PREFIX = "INCIDENT_PILOT_"
@@ -56,7 +58,12 @@ class ServeSettings:
     max_body: int = 5 * 1024 * 1024
     max_future: timedelta = timedelta(minutes=5)
     public_url: str = ""
+    config: str = ""  # the delivery configuration file (sinks, routes); "" = built-in
     extra: dict[str, object] = field(default_factory=dict)
+    # Operability (engine/server/auth.py, limits.py, logs.py).
+    limits: Limits = field(default_factory=Limits)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    log_format: str = "text"
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -122,6 +129,25 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help=f"the URL users reach this service at, for incident links (default http://HOST:PORT) "
         f"[env {ENV_PREFIX}PUBLIC_URL]",
     )
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=_env("LOG_FORMAT", "text"),
+        help=f"log lines on stderr: key=value text or JSON (default text) [env {ENV_PREFIX}LOG_FORMAT]",
+    )
+    add_limit_arguments(p, _size)
+    add_auth_arguments(p)
+    add_config_argument(p)
+
+
+def add_config_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=_env("CONFIG", ""),
+        help="delivery configuration (sinks, routes, retries; see docs/OPERATIONS.md), "
+        f"checked against schemas/config.schema.json [env {ENV_PREFIX}CONFIG]",
+    )
 
 
 def settings_from_args(args: argparse.Namespace, rules: list[Path]) -> ServeSettings:
@@ -137,4 +163,8 @@ def settings_from_args(args: argparse.Namespace, rules: list[Path]) -> ServeSett
         renotify_after=args.renotify_after,
         max_body=args.max_body,
         public_url=args.public_url or f"http://{args.host}:{args.port}",
+        config=getattr(args, "config", "") or "",
+        limits=limits_from_args(args),
+        auth=auth_from_args(args),
+        log_format=getattr(args, "log_format", "text"),
     )

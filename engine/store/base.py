@@ -194,7 +194,8 @@ class Store(Protocol):
         self, *, now: datetime, limit: int, lease: timedelta, worker: str
     ) -> list[Delivery]:
         """Claim due deliveries (pending, or sending with an expired lease), the oldest
-        undelivered one of each incident only, so one incident's messages keep their order.
+        undelivered one of each (incident, sink) only, so the messages one sink gets about
+        one incident keep their order, and a failing sink does not hold back the others.
         A claimed delivery is invisible to other workers until the lease expires."""
         ...
 

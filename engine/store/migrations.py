@@ -21,6 +21,7 @@ MIGRATION_NAMES: tuple[str, ...] = (
     "0001_context",
     "0002_incidents_alerts",
     "0003_outbox",
+    "0004_outbox_queue_per_sink",
 )
 
 _CONTEXT_TABLE = """
@@ -111,6 +112,16 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_undelivered ON deliveries (incident_id, id)
     WHERE status IN ('pending', 'sending');
 CREATE INDEX deliveries_status ON deliveries (status, id);
+""",
+    ),
+    (
+        # One queue per (incident, sink): a sink that keeps failing must not hold back
+        # the same incident's messages to the other sinks.
+        "0004_outbox_queue_per_sink",
+        """
+CREATE INDEX deliveries_queue ON deliveries (incident_id, sink, id)
+    WHERE status IN ('pending', 'sending');
+DROP INDEX deliveries_undelivered;
 """,
     ),
 ]
@@ -289,6 +300,16 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_undelivered ON deliveries (incident_id, id)
     WHERE status IN ('pending', 'sending');
 CREATE INDEX deliveries_status ON deliveries (status, id);
+""",
+    ),
+    (
+        # One queue per (incident, sink): a sink that keeps failing must not hold back
+        # the same incident's messages to the other sinks.
+        "0004_outbox_queue_per_sink",
+        """
+CREATE INDEX deliveries_queue ON deliveries (incident_id, sink, id)
+    WHERE status IN ('pending', 'sending');
+DROP INDEX deliveries_undelivered;
 """,
     ),
 ]

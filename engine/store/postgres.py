@@ -16,7 +16,7 @@ in this process, so any number of replicas can write at once:
 - alert dedup: the (fingerprint, starts_at) primary key of `alerts` and the partial
   unique index of open incidents per fingerprint, both through INSERT ... ON CONFLICT
   (postgres_incidents.py);
-- the outbox: claims with SELECT ... FOR UPDATE SKIP LOCKED, heads of each incident's
+- the outbox: claims with SELECT ... FOR UPDATE SKIP LOCKED, heads of each (incident, sink)
   queue only (postgres_outbox.py);
 - pruning: deletes in chunks that skip rows another replica is deleting.
 A transaction that fails on a serialization failure, a deadlock or a unique violation
@@ -491,7 +491,7 @@ class PostgresStore:
     def claim_deliveries(
         self, *, now: datetime, limit: int, lease: timedelta, worker: str
     ) -> list[Delivery]:
-        """Claim the due head of each incident's queue (see postgres_outbox.py): each
+        """Claim the due head of each (incident, sink) queue (see postgres_outbox.py): each
         delivery goes to one worker of one replica until its lease expires."""
         return self._transact(lambda conn: outbox.claim(conn, now, limit, lease, worker))
 

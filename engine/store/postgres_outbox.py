@@ -2,8 +2,8 @@
 
 Claiming is safe across replicas without any lock held between calls:
 
-    head  = the lowest-id pending/sending delivery of each incident (DISTINCT ON over
-            the small partial index deliveries_undelivered), as of the statement's snapshot
+    head  = the lowest-id pending/sending delivery of each (incident, sink) (DISTINCT ON
+            over the small partial index deliveries_queue), as of the statement's snapshot
     claim = the due heads, oldest first, locked with FOR UPDATE SKIP LOCKED, LIMIT n,
             then set to 'sending' with a lease, in the same statement
 
@@ -33,9 +33,9 @@ from engine.store.sqlite_outbox import _delivery as decode
 
 CLAIM_SQL = f"""
 WITH head AS (
-    SELECT DISTINCT ON (incident_id) id FROM deliveries
+    SELECT DISTINCT ON (incident_id, sink) id FROM deliveries
     WHERE status IN ('pending', 'sending')
-    ORDER BY incident_id, id
+    ORDER BY incident_id, sink, id
 ), claimable AS (
     SELECT d.id FROM deliveries AS d
     WHERE d.id IN (SELECT id FROM head)

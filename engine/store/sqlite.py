@@ -373,7 +373,7 @@ class SQLiteStore:
     def claim_deliveries(
         self, *, now: datetime, limit: int, lease: timedelta, worker: str
     ) -> list[Delivery]:
-        """Claim the due head of each incident's queue (see `Store.claim_deliveries`).
+        """Claim the due head of each (incident, sink) queue (see `Store.claim_deliveries`).
 
         The head is the lowest-id delivery that is pending or sending; dead ones are
         skipped, so a message that exhausted its retries does not block the incident's

@@ -47,18 +47,19 @@ def insert(
 def claim(
     conn: sqlite3.Connection, now: datetime, limit: int, lease: timedelta, worker: str
 ) -> list[Delivery]:
-    # The head of an incident's queue is its lowest-id pending/sending delivery: delivered
-    # and dead ones drop out, so a dead letter does not block the incident's later
-    # messages. INDEXED BY: the partial index holds only undelivered rows, in
-    # (incident_id, id) order, so the GROUP BY needs no sort (the planner, without
-    # ANALYZE statistics, would otherwise pick the status index and a temp b-tree).
+    # Each (incident, sink) pair is a queue; its head is its lowest-id pending/sending
+    # delivery: delivered and dead ones drop out, so a dead letter does not block later
+    # messages, and a failing sink does not hold back the incident's other sinks.
+    # INDEXED BY: the partial index holds only undelivered rows, in (incident_id, sink,
+    # id) order, so the GROUP BY needs no sort (the planner, without ANALYZE statistics,
+    # would otherwise pick the status index and a temp b-tree).
     t_now = epoch(now)
     rows = conn.execute(
         f"UPDATE deliveries SET status = 'sending', attempts = attempts + 1,"
         f" lease_until = ?, worker = ? WHERE id IN ("
         f" SELECT d.id FROM deliveries AS d JOIN ("
-        f"  SELECT MIN(id) AS id FROM deliveries INDEXED BY deliveries_undelivered"
-        f"  WHERE status IN ('pending', 'sending') GROUP BY incident_id"
+        f"  SELECT MIN(id) AS id FROM deliveries INDEXED BY deliveries_queue"
+        f"  WHERE status IN ('pending', 'sending') GROUP BY incident_id, sink"
         f" ) AS head ON head.id = d.id"
         f" WHERE (d.status = 'pending' AND d.next_attempt_at <= ?)"
         f"    OR (d.status = 'sending' AND d.lease_until <= ?)"

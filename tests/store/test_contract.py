@@ -479,6 +479,32 @@ def test_claim_keeps_order_per_incident(store: Store) -> None:
     assert store.stats()["outbox"] == {"pending": 0, "sending": 2, "delivered": 1, "dead": 0}
 
 
+def test_a_failing_sink_does_not_hold_back_the_other_sinks(store: Store) -> None:
+    def plan(outcome: AlertOutcome) -> list[NewDelivery]:
+        if not outcome.notify:
+            return []
+        return [
+            NewDelivery(sink, event, {"incident": outcome.incident.id})
+            for sink in ("slack", "pager")
+            for event in ("trigger", "update")
+        ]
+
+    fire(store, make_draft(), plan=plan)
+    got = claim(store)
+    assert [(d.sink, d.event) for d in got] == [("slack", "trigger"), ("pager", "trigger")]
+    slack, pager = got
+    # Slack keeps failing; the pager's next message still goes, in its own order.
+    store.finish_delivery(slack.id, ok=False, now=T0 + SEC, error="HTTP 503", retry_at=T0 + MIN)
+    store.finish_delivery(pager.id, ok=True, now=T0 + SEC)
+    (nxt,) = claim(store, now=T0 + SEC)
+    assert (nxt.sink, nxt.event) == ("pager", "update")
+    # Slack's "update" waits for Slack's "trigger".
+    store.finish_delivery(nxt.id, ok=True, now=T0 + 2 * SEC)
+    assert claim(store, now=T0 + 2 * SEC) == []
+    (again,) = claim(store, now=T0 + MIN)
+    assert (again.id, again.sink, again.event) == (slack.id, "slack", "trigger")
+
+
 def test_claim_limit(store: Store) -> None:
     for fp in ("fp-1", "fp-2", "fp-3"):
         fire(store, make_draft(make_alert(fp)), plan=plan_for("trigger"))

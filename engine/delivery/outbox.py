@@ -1,0 +1,210 @@
+"""The outbox worker: delivers what the store's outbox holds, in the background.
+
+One dispatcher thread claims due deliveries (`Store.claim_deliveries`: the oldest
+undelivered one of each (incident, sink), under a lease) as long as a sender thread is free, and
+a pool of sender threads sends them; each result is written back with
+`Store.finish_delivery`. The HTTP handlers never wait on a sink: they only store.
+
+Retries: attempt n (1-based) failing is retried after uniform(0, min(max_delay,
+base_delay * 2**(n-1))) seconds ("full jitter"), or after the sink's Retry-After (cut
+to max_retry_after) when it sent one. After max_attempts the delivery is dead. A worker
+that dies mid-send leaves its delivery `sending`; it is claimed again once the lease
+expires (at the next start, or by another process on the same store).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any
+
+from engine.delivery.config import DeliveryPolicy
+from engine.delivery.secrets import Redactor, Secret
+from engine.delivery.sinks.base import SendContext, SendResult, Sink
+from engine.store.base import Delivery, Store
+from engine.timeutil import utcnow
+
+log = logging.getLogger("incident_pilot.delivery")
+UNCONFIRMED = "unconfirmed"
+# NARRATION HOOK: given the incident snapshot (as in GET /api/incidents/{id}) and the
+# event, returns the text to send, or None for the template narration. It runs in a
+# sender thread, never in the request path; it must bound its own time.
+Narrator = Callable[[dict[str, Any], str], str | None]
+
+
+def backoff(attempt: int, policy: DeliveryPolicy, rng: random.Random) -> float:
+    """Full jitter: uniform(0, min(max_delay, base_delay * 2**(attempt-1)))."""
+    ceiling = min(policy.max_delay, policy.base_delay * 2 ** max(0, min(attempt - 1, 60)))
+    return rng.uniform(0, ceiling)
+
+
+class OutboxWorker:
+    def __init__(
+        self,
+        store: Store,
+        sinks: Mapping[str, Sink],
+        policy: DeliveryPolicy,
+        *,
+        secrets: Mapping[str, Secret],
+        redactor: Redactor,
+        narrator: Narrator | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store, self.sinks, self.policy = store, sinks, policy
+        self.secrets, self.redactor, self.narrator = secrets, redactor, narrator
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.name = f"{socket.gethostname()}:{id(self):x}"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._free = threading.Semaphore(policy.workers)
+        self._pool: ThreadPoolExecutor | None = None
+        self._thread: threading.Thread | None = None
+        self._next_due = float("inf")  # monotonic time of the earliest retry scheduled here
+
+    # --- lifecycle ----------------------------------------------------------
+    def start(self) -> None:
+        self._stop.clear()
+        self._pool = ThreadPoolExecutor(self.policy.workers, thread_name_prefix="delivery")
+        self._thread = threading.Thread(target=self._loop, name="delivery-dispatch", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Something was stored: look now rather than at the next poll."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming; wait (bounded by the sinks' timeouts) for sends in flight."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=False)
+        self._thread = self._pool = None
+
+    # --- the loop -----------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                claimed = self._dispatch()
+            except Exception:
+                log.exception("claiming deliveries failed; will retry")
+                claimed = 0
+            if not claimed:
+                self._wake.wait(self._idle_time())
+
+    def _idle_time(self) -> float:
+        """Until the next poll, or the earliest retry this worker scheduled if sooner."""
+        due, self._next_due = self._next_due, float("inf")
+        until_due = max(0.0, due - time.monotonic())
+        if until_due < self.policy.poll_interval:
+            return until_due
+        self._next_due = due  # still ahead: keep it for the next round
+        return self.policy.poll_interval
+
+    def _dispatch(self) -> int:
+        free = 0
+        while self._free.acquire(blocking=False):
+            free += 1
+        if not free:
+            self._wait_for_slot()
+            return 1
+        claimed = self.store.claim_deliveries(
+            now=self.clock(),
+            limit=free,
+            lease=timedelta(seconds=self.policy.lease),
+            worker=self.name,
+        )
+        for _ in range(free - len(claimed)):
+            self._free.release()
+        assert self._pool is not None
+        for delivery in claimed:
+            self._pool.submit(self._run, delivery)
+        return len(claimed)
+
+    def _wait_for_slot(self) -> None:
+        if self._free.acquire(timeout=self.policy.poll_interval):
+            self._free.release()
+
+    def _run(self, delivery: Delivery) -> None:
+        try:
+            self.process(delivery)
+        finally:
+            self._free.release()
+            self._wake.set()  # the incident's next delivery may be due now
+
+    # --- one delivery -------------------------------------------------------
+    def attempt(self, delivery: Delivery) -> SendResult:
+        sink = self.sinks.get(delivery.sink)
+        if sink is None:
+            return SendResult("fail", f"no sink named {delivery.sink!r} in the configuration")
+        if not sink.idempotent and delivery.attempts > 1 and delivery.last_error is None:
+            # Claimed before, never finished: the process stopped mid-send (the lease
+            # expired). The message may have been posted; do not post it twice.
+            return SendResult(UNCONFIRMED, "the previous attempt was interrupted mid-send")
+        narration = None
+        if self.narrator is not None:
+            try:
+                narration = self.narrator(delivery.payload["incident"], delivery.event)
+            except Exception:
+                log.exception("narration failed for %s; using the template", delivery.incident_id)
+        ctx = SendContext(self.secrets, self.redactor, narration)
+        try:
+            return sink.send(delivery, ctx)
+        except Exception as exc:  # a bug or a secret that went missing: retry, bounded
+            return SendResult("retry", self.redactor.scrub(f"{type(exc).__name__}: {exc}"))
+
+    def process(self, delivery: Delivery) -> SendResult:
+        """Send one claimed delivery and record the result."""
+        result = self.attempt(delivery)
+        now = self.clock()
+        where = f"{delivery.event} of {delivery.incident_id} to {delivery.sink}"
+        error, retry_at = result.error, None
+        if result.status == "ok":
+            log.info("delivered %s (attempt %d)", where, delivery.attempts)
+        elif result.status == UNCONFIRMED:
+            error = f"{UNCONFIRMED}: {result.error}"
+            log.warning("%s unconfirmed, not retried: %s", where, result.error)
+        elif result.status == "retry" and delivery.attempts < self.policy.max_attempts:
+            delay = backoff(delivery.attempts, self.policy, self.rng)
+            if result.retry_after is not None:
+                delay = min(result.retry_after, self.policy.max_retry_after)
+            retry_at = now + timedelta(seconds=delay)
+            self._next_due = min(self._next_due, time.monotonic() + delay)
+            log.warning(
+                "%s failed (attempt %d), retry in %.1fs: %s",
+                where,
+                delivery.attempts,
+                delay,
+                result.error,
+            )
+        else:
+            log.error("%s is dead after %d attempt(s): %s", where, delivery.attempts, error)
+        try:
+            self.store.finish_delivery(
+                delivery.id, ok=result.status == "ok", now=now, error=error, retry_at=retry_at
+            )
+        except Exception:  # the lease expires and the delivery is tried again
+            log.exception("could not record the result of %s", where)
+        return result
+
+    def run_once(self) -> int:
+        """Claim and send what is due, in this thread (tests, tools)."""
+        claimed = self.store.claim_deliveries(
+            now=self.clock(),
+            limit=self.policy.workers,
+            lease=timedelta(seconds=self.policy.lease),
+            worker=self.name,
+        )
+        for delivery in claimed:
+            self.process(delivery)
+        return len(claimed)
