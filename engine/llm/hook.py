@@ -1,0 +1,70 @@
+"""The narrator as engine.delivery's NARRATION HOOK, with the narration stored on the incident.
+
+`delivery_narrator(narrator, store)` returns the callable `OutboxWorker(narrator=...)` takes:
+`(incident snapshot, event) -> text | None`. For an incident's first message (`trigger`) it
+narrates once, stores the result with `store.set_narration` (beside the findings, which stay
+untouched) and returns the LLM text, or None so the sink sends the template narration. Later
+messages and retries reuse the stored narration: the LLM is asked at most once per incident.
+`update` and `resolve` messages get None: the template describes those events exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from engine.llm.narrator import Narrator
+from engine.store.base import Store
+
+log = logging.getLogger("incident_pilot.llm")
+NARRATED_EVENTS = ("trigger",)
+DeliveryNarrator = Callable[[Mapping[str, Any], str], str | None]
+
+
+def _text(narration: Mapping[str, Any] | None) -> str | None:
+    if narration and narration.get("source") == "llm":
+        text = narration.get("text")
+        return text if isinstance(text, str) and text else None
+    return None
+
+
+def delivery_narrator(narrator: Narrator, store: Store) -> DeliveryNarrator:
+    lock = threading.Lock()  # one LLM call per incident even if two senders race
+
+    def narrate(snapshot: Mapping[str, Any], event: str) -> str | None:
+        if event not in NARRATED_EVENTS:
+            return None
+        incident_id = str(snapshot.get("id") or "")
+        if snapshot.get("narration"):
+            return _text(snapshot["narration"])
+        with lock:
+            incident = store.get_incident(incident_id)
+            if incident is None:
+                return None
+            if incident.narration:  # narrated by an earlier attempt
+                return _text(incident.narration)
+            narration = narrator.narrate(incident)
+            try:
+                store.set_narration(incident_id, narration)
+            except Exception:  # the message still goes out; the next attempt asks again
+                log.exception("could not store the narration of %s", incident_id)
+        return _text(narration)
+
+    return narrate
+
+
+def known_names(ownership: Iterable[Any]) -> set[str]:
+    """Services and teams of the ownership table (RuleSet.ownership)."""
+    names: set[str] = set()
+    for entry in ownership:
+        names.update(n for n in (getattr(entry, "service", ""), getattr(entry, "team", "")) if n)
+    return names
+
+
+def llm_narrator(store: Store, ownership: Iterable[Any] = ()) -> DeliveryNarrator | None:
+    """For `serve`: the delivery hook when INCIDENT_PILOT_LLM_PROVIDER is set, else None.
+    Raises LLMConfigError (engine.llm.config) when the LLM settings are wrong."""
+    narrator = Narrator.from_env(known_names=known_names(ownership))
+    return delivery_narrator(narrator, store) if narrator is not None else None
