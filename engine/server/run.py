@@ -92,7 +92,9 @@ def make_state(settings: ServeSettings) -> AppState | None:
     try:
         store = open_store(settings.db)
     except Exception as exc:  # a bad path or URL is the operator's mistake: say it plainly
-        sys.stderr.write(f"incident-pilot: cannot open the store {redact_db(settings.db)!r}: {exc}\n")
+        sys.stderr.write(
+            f"incident-pilot: cannot open the store {redact_db(settings.db)!r}: {exc}\n"
+        )
         return None
     reporter = None if settings.quiet else StdoutReporter(settings.format)
     state = AppState(settings=settings, store=store, ruleset=ruleset, reporter=reporter)

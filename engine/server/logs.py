@@ -1,0 +1,143 @@
+"""Structured logs on stderr (key=value text, or one JSON object per line), a request id per
+request (`X-Request-Id` in and out) and one access-log line per request.
+
+The access log names method, path (without the query string), status, duration, request id,
+and the short id of the token used: never bodies, never the Authorization header.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import secrets
+import sys
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+access = logging.getLogger("incident_pilot.access")
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+_BARE = re.compile(r"^[^\s\"=\\]+$")
+# LogRecord attributes that are not `extra=` fields.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "color_message",  # uvicorn's ANSI copy of msg
+}
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        + f".{int(record.msecs):03d}Z",
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "msg": record.getMessage(),
+    }
+    rid = getattr(record, "request_id", "") or request_id.get()
+    if rid:
+        out["request_id"] = rid
+    for key, value in vars(record).items():
+        if key not in _STANDARD and key not in out and not key.startswith("_"):
+            out[key] = value
+    if record.exc_info:
+        out["exc"] = logging.Formatter().formatException(record.exc_info)
+    return out
+
+
+def _quote(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if _BARE.match(text) else json.dumps(text)
+
+
+class KeyValueFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return " ".join(f"{k}={_quote(v)}" for k, v in _fields(record).items())
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(_fields(record), default=str)
+
+
+def configure(level: str, fmt: str = "text") -> None:
+    """Root logging to stderr in `fmt` ("text" key=value, or "json"); uvicorn's loggers
+    propagate to it (run uvicorn with log_config=None)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper()))
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    logging.getLogger("uvicorn.access").disabled = True  # replaced by incident_pilot.access
+
+
+class RequestLogMiddleware:
+    """Request id in and out, and one access-log line per request."""
+
+    def __init__(self, app: ASGIApp, on_done: Any = None) -> None:
+        self.app = app
+        self.on_done = on_done  # (method, route, status) -> None, e.g. a metrics counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        rid = incoming if _VALID_ID.match(incoming) else secrets.token_hex(8)
+        token = request_id.set(rid)
+        scope.setdefault("state", {})["request_id"] = rid
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *[(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"],
+                    (b"x-request-id", rid.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            duration = time.perf_counter() - started
+            route = _route(scope)
+            access.info(
+                "%s %s %d",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(duration * 1000, 1),
+                    "auth": scope.get("state", {}).get("auth", "-"),
+                },
+            )
+            if self.on_done is not None:
+                self.on_done(scope["method"], route, status)
+            request_id.reset(token)
+
+
+def _route(scope: Scope) -> str:
+    """The matched route's template (bounded label values for metrics), else "other"."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "other"

@@ -1,0 +1,194 @@
+"""Prometheus metrics for `GET /metrics`, on a per-app `CollectorRegistry`.
+
+Counters the app already keeps (`AppState.counters`: alerts by status, outcomes, context by
+kind) and store-derived gauges (oldest context record, outbox) are read at scrape time by a
+custom collector; rule evaluation is observed through an `AppState` listener. The scrape
+handler runs in a worker thread, so the collector may call the store.
+
+Other modules report through `Metrics.delivery()` / `Metrics.narration()`, or the
+module-level `delivery()` / `narration()`, which go to the most recently created `Metrics`
+(the one the running server uses) and do nothing when there is none.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+if TYPE_CHECKING:
+    from engine.pipeline import AlertResult
+    from engine.server.app import AppState
+
+log = logging.getLogger("incident_pilot.metrics")
+NS = "incident_pilot"
+RULE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_current: Metrics | None = None
+disable_created_metrics()  # no *_created series: they double the output for nothing here
+
+
+class _StateCollector(Collector):
+    """Counters kept by AppState, and gauges read from the store, at scrape time."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        with self.state.lock:
+            counters = dict(self.state.counters)
+        alerts = CounterMetricFamily(
+            f"{NS}_alerts_received", "Alerts received on POST /alerts, by status", labels=["status"]
+        )
+        outcomes = CounterMetricFamily(
+            f"{NS}_incident_outcomes",
+            "What alerts did to incidents (opened, attached, repeat, resolved, ignored, "
+            "resolved_by_hand)",
+            labels=["outcome"],
+        )
+        context = CounterMetricFamily(
+            f"{NS}_context_records_ingested", "Context records stored, by kind", labels=["kind"]
+        )
+        for status in ("firing", "resolved"):
+            alerts.add_metric([status], counters.get(f"alerts_{status}", 0))
+        for outcome in ("opened", "attached", "repeat", "resolved", "ignored", "resolved_by_hand"):
+            outcomes.add_metric([outcome], counters.get(f"outcome_{outcome}", 0))
+        for kind in ("deploys", "logs", "traces"):
+            context.add_metric([kind], counters.get(f"context_{kind}", 0))
+        yield from (alerts, outcomes, context)
+        yield from self._store_gauges()
+
+    def _store_gauges(self) -> Iterator[Metric]:
+        age = GaugeMetricFamily(
+            f"{NS}_context_oldest_age_seconds",
+            "Age of the oldest stored context record (0 when there is none)",
+        )
+        outbox = GaugeMetricFamily(
+            f"{NS}_outbox_deliveries", "Deliveries in the outbox, by status", labels=["status"]
+        )
+        up = GaugeMetricFamily(f"{NS}_store_up", "1 when the store answered this scrape")
+        try:
+            oldest = self.state.store.oldest_context_ts()
+            stats = self.state.store.stats()
+        except Exception:  # a scrape must answer even when the store does not
+            log.warning("metrics: the store did not answer", exc_info=True)
+            up.add_metric([], 0)
+            yield up
+            return
+        age.add_metric([], max(0.0, time.time() - oldest.timestamp()) if oldest else 0.0)
+        by_status = stats.get("outbox") or {}
+        for status in sorted({"pending", "sending", "delivered", "dead", *by_status}):
+            outbox.add_metric([str(status)], float(by_status.get(status, 0) or 0))
+        up.add_metric([], 1)
+        yield from (age, outbox, up)
+
+
+class Metrics:
+    """Every metric of one app, on its own registry."""
+
+    def __init__(self, state: AppState) -> None:
+        global _current
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.findings = Counter(
+            f"{NS}_findings", "Findings emitted, by rule and severity", ["rule", "severity"],
+            registry=r,
+        )  # fmt: skip
+        self.rule_seconds = Histogram(
+            f"{NS}_rule_evaluation_seconds", "Time to evaluate one rule for one alert", ["rule"],
+            buckets=RULE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.rule_errors = Counter(
+            f"{NS}_rule_errors", "Rule evaluations that failed, by rule", ["rule"], registry=r
+        )
+        self.deliveries = Counter(
+            f"{NS}_deliveries", "Delivery attempts, by sink and outcome", ["sink", "outcome"],
+            registry=r,
+        )  # fmt: skip
+        self.narrations = Counter(
+            f"{NS}_narrations", "LLM narration attempts, by outcome", ["outcome"], registry=r
+        )
+        self.rules_loaded = Gauge(f"{NS}_rules_loaded", "Enabled rules in use", registry=r)
+        self.reload_success = Gauge(
+            f"{NS}_rules_last_reload_success", "1 if the last rule reload succeeded", registry=r
+        )
+        self.reload_time = Gauge(
+            f"{NS}_rules_last_reload_timestamp_seconds",
+            "When the rules were last (re)loaded or a reload was attempted",
+            registry=r,
+        )
+        self.reloads = Counter(
+            f"{NS}_rule_reloads", "Rule reloads, by result", ["result"], registry=r
+        )
+        self.requests = Counter(
+            f"{NS}_http_requests", "HTTP requests, by method, route and status",
+            ["method", "route", "status"], registry=r,
+        )  # fmt: skip
+        r.register(_StateCollector(state))
+        self.rules_loaded.set(len(state.ruleset.enabled))
+        self.reload_success.set(1)
+        self.reload_time.set(time.time())
+        _current = self
+
+    def observe(self, result: AlertResult) -> None:
+        """An AppState listener: rule timings, errors and findings of one alert."""
+        evaluation = result.evaluation
+        if evaluation is None:
+            return
+        for trace in evaluation.traces:
+            self.rule_seconds.labels(trace.rule_id).observe(trace.seconds)
+            if trace.error:
+                self.rule_errors.labels(trace.rule_id).inc()
+        for finding in evaluation.findings:
+            self.findings.labels(finding.rule_id, finding.severity.word).inc()
+
+    def reloaded(self, ok: bool, rules: int | None = None) -> None:
+        self.reload_success.set(1 if ok else 0)
+        self.reload_time.set(time.time())
+        self.reloads.labels("success" if ok else "failure").inc()
+        if ok and rules is not None:
+            self.rules_loaded.set(rules)
+
+    def delivery(self, sink: str, outcome: str) -> None:
+        """One delivery attempt: outcome is e.g. delivered, retry, dead."""
+        self.deliveries.labels(sink, outcome).inc()
+
+    def narration(self, outcome: str) -> None:
+        """One narration attempt: outcome is e.g. ok, error, timeout, skipped."""
+        self.narrations.labels(outcome).inc()
+
+    def request(self, method: str, route: str, status: int) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def delivery(sink: str, outcome: str) -> None:
+    """Count a delivery on the running server's metrics (no-op without one)."""
+    if _current is not None:
+        _current.delivery(sink, outcome)
+
+
+def narration(outcome: str) -> None:
+    """Count a narration outcome on the running server's metrics (no-op without one)."""
+    if _current is not None:
+        _current.narration(outcome)
+
+
+def current() -> Metrics | None:
+    return _current
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    body = await run_in_threadpool(metrics.render)
+    return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,286 @@
+"""`GET /openapi.json`: an OpenAPI 3.1 description of every route.
+
+The schemas are the JSON Schema files in `schemas/` (one source of truth): each is embedded
+under `components.schemas` by its `title`, its `$defs` hoisted next to it, and `$ref`s
+rewritten to point there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from engine import __version__
+from engine.paths import schemas_dir
+
+FILES = (
+    "alert", "alertmanager-webhook", "context-deploy", "context-log", "context-trace",
+    "api-error", "api-incident", "api-context", "api-alerts-response", "api-service",
+    "api-delivery",
+)  # fmt: skip
+KIND = {"name": "kind", "in": "path", "required": True,
+        "schema": {"type": "string", "enum": ["deploys", "logs", "traces"]}}  # fmt: skip
+INCIDENT_ID = {"name": "id", "in": "path", "required": True, "description": "an incident id",
+               "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"}}  # fmt: skip
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(c): {"$ref": f"#/components/responses/E{c}"} for c in codes}
+
+
+_ERROR_TEXT = {
+    400: "Bad request: malformed JSON or a field out of bounds (`field` names it)",
+    401: "No or unknown bearer token",
+    403: "The token lacks the scope this route needs",
+    404: "No such resource",
+    408: "The request body did not arrive in time",
+    413: "The body is larger than the configured limit",
+    415: "Unsupported Content-Type",
+    422: "The rules have errors; the previous rules stay in use",
+    503: "Busy: the request took too long, or too many connections",
+}
+_AUTH = (401, 403)
+_BODY = (400, 401, 403, 408, 413, 415, 503)
+
+
+def _body(schema: dict[str, Any], ndjson: bool = False) -> dict[str, Any]:
+    content = {"application/json": {"schema": schema}}
+    if ndjson:
+        content["application/x-ndjson"] = {"schema": {"type": "string"}}
+    return {"required": True, "content": content}
+
+
+def _operations() -> dict[tuple[str, str], dict[str, Any]]:
+    record = {"oneOf": [_ref(n) for n in ("ContextDeploy", "ContextLog", "ContextTrace")]}
+    alerts_body = {
+        "anyOf": [
+            _ref("AlertmanagerWebhook"),
+            _ref("Alert"),
+            {"type": "array", "minItems": 1, "maxItems": 1000, "items": _ref("Alert")},
+        ]
+    }
+    return {
+        ("post", "/alerts"): {
+            "summary": "Receive Alertmanager alerts (scope ingest)",
+            "requestBody": _body(alerts_body),
+            "responses": {"200": _json("AlertsReceived", "Committed"), **_errors(*_BODY)},
+        },
+        ("post", "/context/{kind}"): {
+            "summary": "Push context records: one object, an array, or NDJSON (scope ingest)",
+            "parameters": [KIND],
+            "requestBody": _body(
+                {"anyOf": [record, {"type": "array", "minItems": 1, "items": record}]}, True
+            ),
+            "responses": {
+                "200": _json("ContextRecordAccepted", "Committed"),
+                **_errors(*_BODY, 404),
+            },
+        },
+        ("get", "/api/incidents"): {
+            "summary": "List incidents, newest first (scope read)",
+            "parameters": [
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+                },
+                {
+                    "name": "status",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["open", "resolved"]},
+                },
+                {"name": "service", "in": "query", "schema": {"type": "string", "maxLength": 256}},
+                {"name": "team", "in": "query", "schema": {"type": "string", "maxLength": 256}},
+                {
+                    "name": "since",
+                    "in": "query",
+                    "schema": {"type": "string", "format": "date-time"},
+                },
+            ],
+            "responses": {"200": _json("IncidentList", "Incidents"), **_errors(400, *_AUTH)},
+        },
+        ("get", "/api/incidents/{id}"): {
+            "summary": "One incident with its findings and evidence (scope read)",
+            "parameters": [INCIDENT_ID],
+            "responses": {"200": _json("Incident", "The incident"), **_errors(400, 404, *_AUTH)},
+        },
+        ("post", "/api/incidents/{id}/resolve"): {
+            "summary": "Resolve an incident by hand, with an optional note (scope admin)",
+            "parameters": [INCIDENT_ID],
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": _ref("IncidentResolveRequest")}},
+            },
+            "responses": {"200": _json("IncidentResolved", "Resolved"), **_errors(*_BODY, 404)},
+        },
+        ("get", "/api/context/{kind}/{id}"): {
+            "summary": "One stored context record (scope read)",
+            "parameters": [
+                KIND,
+                {
+                    "name": "id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
+                },
+            ],
+            "responses": {"200": _json("ContextRecord", "The record"), **_errors(400, 404, *_AUTH)},
+        },
+        ("get", "/api/stats"): {
+            "summary": "Counters since start and store totals (scope read)",
+            "responses": {"200": _json("Stats", "Stats"), **_errors(*_AUTH)},
+        },
+        ("get", "/api/rules"): {
+            "summary": "The rules in use (scope read)",
+            "responses": {"200": _json("Rules", "Rules"), **_errors(*_AUTH)},
+        },
+        ("get", "/api/config"): {
+            "summary": "The effective delivery configuration, secrets redacted (scope read)",
+            "responses": {
+                "200": _json("Config", "Configuration"),
+                "404": {"$ref": "#/components/responses/E404"},
+                **_errors(*_AUTH),
+            },
+        },
+        ("get", "/api/deliveries"): {
+            "summary": "Dead letters: deliveries that gave up (scope read)",
+            "parameters": [
+                {
+                    "name": "status",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["dead"], "default": "dead"},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                },
+            ],
+            "responses": {"200": _json("DeadLetters", "Dead letters"), **_errors(400, *_AUTH)},
+        },
+        ("get", "/healthz"): {
+            "summary": "Liveness (open)",
+            "responses": {"200": _json("Health", "Alive")},
+        },
+        ("get", "/metrics"): {
+            "summary": "Prometheus metrics (open, or scope read with --metrics-auth)",
+            "responses": {
+                "200": {
+                    "description": "Prometheus text format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                **_errors(*_AUTH),
+            },
+        },
+        ("post", "/-/reload"): {
+            "summary": "Reload the rules; kept unchanged when the new set has errors (scope admin)",
+            "responses": {
+                "200": _json("Reload", "Reloaded"),
+                "422": {
+                    "description": _ERROR_TEXT[422],
+                    "content": {"application/json": {"schema": _ref("Reload")}},
+                },
+                **_errors(*_AUTH),
+            },
+        },
+        ("get", "/openapi.json"): {
+            "summary": "This document (open)",
+            "responses": {
+                "200": {
+                    "description": "OpenAPI 3.1",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        },
+    }
+
+
+def _component_name(title: str, name: str, container: bool) -> str:
+    return name if container else f"{title}{name}"
+
+
+def _rewrite(node: Any, title: str, container: bool, titles: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                file, _, pointer = value.partition("#")
+                owner = titles[file.removesuffix(".schema.json")] if file else title
+                own_container = container if not file else False
+                if pointer.startswith("/$defs/"):
+                    name = _component_name(owner, pointer.removeprefix("/$defs/"), own_container)
+                else:
+                    name = owner
+                out[key] = f"#/components/schemas/{name}"
+            elif key != "$schema":
+                out[key] = _rewrite(value, title, container, titles)
+        return out
+    if isinstance(node, list):
+        return [_rewrite(v, title, container, titles) for v in node]
+    return node
+
+
+def load_components(directory: Path | None = None) -> dict[str, Any]:
+    """Every schema file, and its $defs, as OpenAPI components."""
+    directory = directory or schemas_dir()
+    docs = {f: json.loads((directory / f"{f}.schema.json").read_text()) for f in FILES}
+    titles = {f: doc["title"] for f, doc in docs.items()}
+    out: dict[str, Any] = {}
+    for doc in docs.values():
+        title = doc["title"]
+        container = "type" not in doc and "properties" not in doc
+        defs = doc.pop("$defs", {})
+        for name, sub in defs.items():
+            out[_component_name(title, name, container)] = _rewrite(sub, title, container, titles)
+        if not container:
+            out[title] = _rewrite(doc, title, container, titles)
+    return out
+
+
+def build_spec(routes: list[Any]) -> dict[str, Any]:
+    ops = _operations()
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        if not isinstance(route, Route):
+            continue
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            op = ops.get((method.lower(), route.path))
+            if op is not None:
+                op = {**op, "operationId": f"{method.lower()} {route.path}"}
+                paths.setdefault(route.path, {})[method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "incident-pilot",
+            "version": __version__,
+            "description": "Turns Alertmanager alerts into evidence-cited incidents.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": load_components(),
+            "responses": {f"E{code}": _json("Error", text) for code, text in _ERROR_TEXT.items()},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}, {}],
+    }
+
+
+async def openapi_endpoint(request: Request) -> Response:
+    spec = getattr(request.app.state, "openapi", None)
+    if spec is None:
+        spec = build_spec(list(request.app.routes))
+        request.app.state.openapi = spec
+    return JSONResponse(spec)

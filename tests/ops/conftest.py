@@ -1,0 +1,94 @@
+"""Fixtures for the operability tests: an in-process app (TestClient) and a real server
+subprocess on a loopback port, always stopped."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+with warnings.catch_warnings():  # Starlette 1.x would rather have httpx2; httpx works
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from engine.paths import rules_dir  # noqa: E402
+from engine.rules.loader import load_or_raise  # noqa: E402
+from engine.server.app import AppState, create_app  # noqa: E402
+from engine.server.settings import ServeSettings  # noqa: E402
+from engine.store import open_store  # noqa: E402
+from tests.ops.helpers import TOKENS_ENV, Server  # noqa: E402
+
+
+@pytest.fixture
+def rules_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "rules"
+    shutil.copytree(rules_dir(), target)
+    return target
+
+
+class App:
+    def __init__(self, tmp_path: Path, rules: Path | None, **settings: Any) -> None:
+        rules = rules or rules_dir()
+        self.settings = ServeSettings(
+            rules=(rules,), db=str(tmp_path / "app.db"), quiet=True, **settings
+        )
+        self.store = open_store(self.settings.db)
+        self.state = AppState(
+            settings=self.settings, store=self.store, ruleset=load_or_raise([rules])
+        )
+        self.app = create_app(self.state)
+        self.client = TestClient(self.app, raise_server_exceptions=False)
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """make_app(rules=None, tokens=True, **ServeSettings) -> App"""
+    made: list[App] = []
+
+    def factory(rules: Path | None = None, tokens: bool = True, **settings: Any) -> App:
+        if tokens:
+            monkeypatch.setenv("INCIDENT_PILOT_TOKENS", TOKENS_ENV)
+        else:
+            monkeypatch.delenv("INCIDENT_PILOT_TOKENS", raising=False)
+        sub = tmp_path / f"app{len(made)}"
+        sub.mkdir()
+        app = App(sub, rules, **settings)
+        made.append(app)
+        return app
+
+    yield factory
+    for app in made:
+        app.client.close()
+        app.store.close()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Any]:
+    started: list[Server] = []
+
+    def factory(*args: str, **kw: Any) -> Server:
+        server = Server(tmp_path, *args, **kw)
+        started.append(server)
+        return server.start()
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One shared server per test module (tokens on, shipped rules)."""
+    server = Server(tmp_path_factory.mktemp("live"))
+    server.start()
+    yield server
+    server.stop()
