@@ -15,7 +15,7 @@ import pytest
 from engine.cli import build_parser, rule_dirs
 from engine.paths import rules_dir
 from engine.server.settings import settings_from_args
-from engine.testing import ServerProcess, make_alert
+from engine.testing import ServerProcess, make_alert, ts
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVE_FLAGS = [
@@ -151,7 +151,9 @@ def test_configured_by_environment_json_stdout_in_memory(tmp_path: Path) -> None
     env = {"INCIDENT_PILOT_FORMAT": "json", "INCIDENT_PILOT_RULES": "shipped"}
     with ServerProcess(tmp_path, db=":memory:", env=env, via_env=True) as srv:
         with srv.client() as api:
-            alert = make_alert(service="checkout-api", annotations={"summary": "boom"})
+            alert = make_alert(
+                service="checkout-api", annotations={"summary": "boom"}, starts_at=ts(minutes=1)
+            )
             opened = api.post("/alerts", json=alert).json()["results"][0]
             api.post("/alerts", json=alert)  # a repeat: not printed
             note = api.post(f"/api/incidents/{opened['incident']}/resolve", json={"note": "fixed"})
