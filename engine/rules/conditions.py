@@ -23,7 +23,9 @@ Scope = Mapping[str, Any]
 def lookup(obj: Any, path: tuple[str, ...]) -> Any:
     """Follow a dotted path through mappings (and list indexes); MISSING when absent."""
     for part in path:
-        if isinstance(obj, Mapping):
+        # Plain dicts first: records and scopes are dicts, and the ABC isinstance check
+        # was the largest single cost of matching records (docs/PERFORMANCE.md).
+        if type(obj) is dict or isinstance(obj, Mapping):
             obj = obj.get(part, MISSING)
         elif isinstance(obj, list | tuple) and part.isdigit() and int(part) < len(obj):
             obj = obj[int(part)]

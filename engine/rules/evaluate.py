@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Protocol
 
 from jinja2 import TemplateError
@@ -28,6 +29,12 @@ from engine.rules.conditions import MISSING, lookup
 from engine.rules.problems import CompileProblem
 from engine.rules.ruleset import OwnershipEntry, RuleSet
 from engine.timeutil import format_ts, from_epoch
+
+# Records are rebuilt for every alert, and the same timestamps come back alert after alert
+# (every open incident is read by incident.duplicate_open for each alert; a service's recent
+# records by each of its alerts). strftime was the largest single cost of building them
+# (docs/PERFORMANCE.md): a bounded cache of the formatted text removes it.
+_format_ts = lru_cache(maxsize=16384)(format_ts)
 
 RULE_ERROR_ID = "rule.error"
 INCIDENT_QUERY_LIMIT = 500
@@ -90,7 +97,7 @@ def context_record(rec: ContextRecord, anchor: float) -> Record:
         **rec.fields,
         "id": rec.id,
         "service": rec.service,
-        "ts": format_ts(rec.ts),
+        "ts": _format_ts(rec.ts),
         "age": round(anchor - epoch, 3),
         "path": rec.path,
         "_epoch": epoch,
@@ -99,10 +106,11 @@ def context_record(rec: ContextRecord, anchor: float) -> Record:
 
 def incident_record(inc: Incident, anchor: float) -> Record:
     epoch = inc.opened_at.timestamp()
+    opened = _format_ts(inc.opened_at)
     return {
         "id": inc.id,
         "path": inc.path,
-        "ts": format_ts(inc.opened_at),
+        "ts": opened,
         "age": round(anchor - epoch, 3),
         "fingerprint": inc.fingerprint,
         "status": inc.status,
@@ -111,9 +119,9 @@ def incident_record(inc: Incident, anchor: float) -> Record:
         "alertname": inc.alertname,
         "team": inc.team,
         "severity": inc.severity.word,
-        "opened_at": format_ts(inc.opened_at),
-        "last_seen": format_ts(inc.last_seen),
-        "resolved_at": format_ts(inc.resolved_at) if inc.resolved_at else None,
+        "opened_at": opened,
+        "last_seen": _format_ts(inc.last_seen),
+        "resolved_at": _format_ts(inc.resolved_at) if inc.resolved_at else None,
         "repeat_count": inc.repeat_count,
         "attached_count": inc.attached_count,
         "_epoch": epoch,

@@ -1,0 +1,1 @@
+"""incident-pilot's benchmark harness: `python -m bench` (see bench/run.py)."""
