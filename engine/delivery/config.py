@@ -112,11 +112,12 @@ class _Checker:
 def _literal_secret_problems(doc: YamlDoc) -> list[Problem]:
     out = []
     data = doc.data if isinstance(doc.data, dict) else {}
-    groups = [("sinks", data.get("sinks"))]
+    # (a sink's path prefix, or a route entry's full path; a mapping of name -> spec)
+    groups: list[tuple[str | KeyPath, Any]] = [("sinks", data.get("sinks"))]
     routes = data.get("routes")
     for team, entries in (routes or {}).items() if isinstance(routes, dict) else []:
         for i, entry in enumerate(entries if isinstance(entries, list) else []):
-            groups.append((("routes", team, i), {"": entry}))  # type: ignore[arg-type]
+            groups.append((("routes", team, i), {"": entry}))
     for prefix, mapping in groups:
         for name, spec in (mapping or {}).items() if isinstance(mapping, dict) else []:
             for key in spec if isinstance(spec, dict) else []:
@@ -137,13 +138,19 @@ def _literal_secret_problems(doc: YamlDoc) -> list[Problem]:
 
 def _build(doc_data: dict[str, Any], ck: _Checker, environ: Mapping[str, str]) -> DeliveryConfig:
     raw_policy = doc_data.get("delivery") or {}
-    policy = DeliveryPolicy(
-        **{k: (_seconds(v) if isinstance(v, str) else v) for k, v in raw_policy.items()}
-    )
+    # The schema has checked each key names a DeliveryPolicy field and each value's type
+    # (a number, or a duration string for the seconds fields), so Any is honest here.
+    policy_fields: dict[str, Any] = {
+        k: (_seconds(v) if isinstance(v, str) else v) for k, v in raw_policy.items()
+    }
+    policy = DeliveryPolicy(**policy_fields)
     sinks: dict[str, SinkSpec] = {STDOUT: SinkSpec(STDOUT, "stdout", {})}
     for name, spec in (doc_data.get("sinks") or {}).items():
-        kind, path = spec["type"], ("sinks", name)
-        options = {k: v for k, v in spec.items() if not k.endswith(("_env", "_file"))}
+        kind = spec["type"]
+        path: KeyPath = ("sinks", name)
+        options: dict[str, Any] = {
+            k: v for k, v in spec.items() if not k.endswith(("_env", "_file"))
+        }
         options.pop("type")
         if "timeout" in options:
             options["timeout"] = _seconds(options["timeout"])
@@ -167,7 +174,7 @@ def _build(doc_data: dict[str, Any], ck: _Checker, environ: Mapping[str, str]) -
                 known = ", ".join(sorted(sinks))
                 ck.problem((*path, "sink"), f"no sink named {entry['sink']!r} (sinks: {known})")
                 continue
-            options: dict[str, Any] = {}
+            options = {}
             for key, value in entry.items():
                 if key in ("sink", "min_severity"):
                     continue

@@ -22,16 +22,16 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from engine.delivery.config import DeliveryPolicy
 from engine.delivery.secrets import Redactor, Secret
-from engine.delivery.sinks.base import SendContext, SendResult, Sink
+from engine.delivery.sinks.base import SendContext, SendResult, Sink, Status
 from engine.store.base import Delivery, Store
 from engine.timeutil import utcnow
 
 log = logging.getLogger("incident_pilot.delivery")
-UNCONFIRMED = "unconfirmed"
+UNCONFIRMED: Final[Status] = "unconfirmed"
 # NARRATION HOOK: given the incident snapshot (as in GET /api/incidents/{id}) and the
 # event, returns the text to send, or None for the template narration. It runs in a
 # sender thread, never in the request path; it must bound its own time.

@@ -67,12 +67,13 @@ def make_aggregator(spec: Any) -> Aggregator:
         return lambda rs: _tidy(percentile(_numbers(rs, path), p))
     if kind in ("max", "min", "sum", "avg"):
         path = split_path(arg)
-        reduce_: Callable[[list[float]], float] = {
+        reducers: dict[str, Callable[[list[float]], float]] = {
             "max": max,
             "min": min,
             "sum": sum,
             "avg": lambda xs: sum(xs) / len(xs),
-        }[kind]
+        }
+        reduce_ = reducers[kind]
 
         def numeric(rs: Sequence[Record]) -> Any:
             xs = _numbers(rs, path)

@@ -205,7 +205,9 @@ class _Explainer:
         if isinstance(kind, list):
             if set(kind) >= _SCALAR_TYPES:
                 return ["a single value (text, a number, true/false or null)"]
-            return [join_or([_TYPE_TEXT.get(k, k) for k in kind])]
+            # JSON Schema names types with strings; the schemas here are our own.
+            type_names: list[str] = kind
+            return [join_or([_TYPE_TEXT.get(k, k) for k in type_names])]
         return [_TYPE_TEXT.get(kind, "a value")] if isinstance(kind, str) else ["a value"]
 
     def braces(self, schema: Mapping[str, Any]) -> str:

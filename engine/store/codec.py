@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from engine.model import CONTEXT_KINDS, Alert, Finding
 from engine.timeutil import format_ts, is_go_zero, parse_ts
@@ -50,6 +50,12 @@ def epoch(ts: datetime) -> float:
     return ts.timestamp()
 
 
+@overload
+def from_epoch(seconds: float) -> datetime: ...
+@overload
+def from_epoch(seconds: None) -> None: ...
+@overload
+def from_epoch(seconds: float | None) -> datetime | None: ...
 def from_epoch(seconds: float | None) -> datetime | None:
     # A double holds epoch seconds to ~0.2 µs, so microsecond datetimes round-trip exactly.
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC)

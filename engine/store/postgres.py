@@ -94,6 +94,14 @@ _CTX_INSERT = {
 }
 
 
+def _scalar(conn: psycopg.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
+    """The value of a query that always returns exactly one row of one column
+    (an aggregate such as COUNT(*), or a function call)."""
+    row = conn.execute(sql, params).fetchone()
+    assert row is not None, f"no row from {sql!r}"
+    return row[0]
+
+
 def context_query_sql(kind: str, *, with_service: bool) -> str:
     """The SELECT query_context runs (tests EXPLAIN it). Newest first is the backward
     order of the (service, ts, id) / (ts, id) indexes: no sort step."""
@@ -182,9 +190,7 @@ class PostgresStore:
             with psycopg.connect(self._conninfo, autocommit=True) as conn:
                 apply_postgres(conn, self.schema)
                 self._sequences = {
-                    kind: conn.execute(
-                        "SELECT pg_get_serial_sequence(%s, 'id')", (kind,)
-                    ).fetchone()[0]
+                    kind: _scalar(conn, "SELECT pg_get_serial_sequence(%s, 'id')", (kind,))
                     for kind in CONTEXT_KINDS
                 }
         except psycopg.OperationalError as exc:
@@ -271,6 +277,7 @@ class PostgresStore:
             kind_rows = rows.get(rec.kind)
             if kind_rows is None:
                 codec.check_kind(rec.kind)  # raises ValueError with the list of kinds
+            assert kind_rows is not None  # rows has every valid kind; check_kind raised
             columns, attributes = split(rec.kind, rec.fields)
             kind_rows.append([0, rec.service, epoch(rec.ts), *columns, attributes])
             order[rec.kind].append(i)
@@ -351,10 +358,14 @@ class PostgresStore:
                 f"DELETE FROM {kind} WHERE id IN (SELECT id FROM {kind} WHERE ts < %s"
                 f" ORDER BY ts LIMIT %s FOR UPDATE SKIP LOCKED)"
             )
+
+            def delete_chunk(conn: psycopg.Connection, sql: str = sql) -> int:
+                return conn.execute(sql, (cutoff, PRUNE_CHUNK)).rowcount
+
             while True:
-                n = self._transact(lambda conn, sql=sql: conn.execute(sql, (cutoff, PRUNE_CHUNK)))
-                total += n.rowcount
-                if n.rowcount < PRUNE_CHUNK:
+                n = self._transact(delete_chunk)
+                total += n
+                if n < PRUNE_CHUNK:
                     break
         return total
 
@@ -363,7 +374,7 @@ class PostgresStore:
 
     @staticmethod
     def _context_counts(conn: psycopg.Connection) -> dict[str, int]:
-        return {k: conn.execute(f"SELECT COUNT(*) FROM {k}").fetchone()[0] for k in CONTEXT_KINDS}
+        return {k: _scalar(conn, f"SELECT COUNT(*) FROM {k}") for k in CONTEXT_KINDS}
 
     def oldest_context_ts(self) -> datetime | None:
         sql = " UNION ALL ".join(f"(SELECT MIN(ts) FROM {k})" for k in CONTEXT_KINDS)

@@ -25,7 +25,7 @@ import psycopg
 
 from engine.model import Alert, Incident
 from engine.store import codec
-from engine.store.base import AlertOutcome, IncidentDraft
+from engine.store.base import AlertOutcome, IncidentDraft, OutcomeKind
 from engine.store.codec import epoch, from_epoch
 
 # Row decoding is backend-neutral (same columns, same codec): shared with SQLite.
@@ -213,7 +213,7 @@ def record_resolved(conn: psycopg.Connection, alert: Alert, now: datetime) -> li
                 (epoch(end), resolution, incident_id),
             ).rowcount
         )
-        kind = "resolved" if done else "ignored"
+        kind: OutcomeKind = "resolved" if done else "ignored"
         outcomes.append(AlertOutcome(kind, get(conn, incident_id), notify=bool(done)))
     return outcomes
 
@@ -246,7 +246,9 @@ def set_narration(conn: psycopg.Connection, incident_id: str, narration: dict[st
 
 def counts(conn: psycopg.Connection) -> dict[str, dict[str, int]]:
     """The `alerts` and `incidents` parts of stats()."""
-    by_status = dict(conn.execute("SELECT status, COUNT(*) FROM alerts GROUP BY status"))
+    by_status: dict[str, int] = dict(
+        conn.execute("SELECT status, COUNT(*) FROM alerts GROUP BY status")
+    )
     firing, resolved = by_status.get("firing", 0), by_status.get("resolved", 0)
     incidents = {"open": 0, "resolved": 0, "total": 0, "repeats": 0, "attached": 0}
     for status, count, repeats, attached in conn.execute(

@@ -100,6 +100,7 @@ def finish(
         raise KeyError(delivery_id)
     if row[0] in ("delivered", "dead"):
         return  # a late finish (its lease had expired) must not resurrect a settled delivery
+    args: tuple[float | str | None, ...]
     if ok:
         sets, args = "status = 'delivered', delivered_at = %s", (epoch(now),)
     elif retry_at is not None:
@@ -121,5 +122,7 @@ def dead(conn: psycopg.Connection, limit: int) -> list[Delivery]:
 
 
 def counts(conn: psycopg.Connection) -> dict[str, int]:
-    by_status = dict(conn.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status"))
+    by_status: dict[str, int] = dict(
+        conn.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
+    )
     return {status: by_status.get(status, 0) for status in STATUSES}
