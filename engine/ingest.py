@@ -166,5 +166,107 @@ def parse_batch(
             raise PayloadError(
                 "", f"the batch has {len(body)} records; the limit is {limits.max_records}"
             )
-        return [parse_record(kind, item, f"[{i}]", now, limits) for i, item in enumerate(body)]
-    return [parse_record(kind, body, "body", now, limits)]
+        latest = now + limits.max_future
+        fast = _FAST[kind]
+        out = []
+        for i, item in enumerate(body):
+            record = fast(item, now, latest)
+            out.append(record or parse_record(kind, item, f"[{i}]", now, limits))
+        return out
+    record = _FAST[kind](body, now, now + limits.max_future)
+    return [record or parse_record(kind, body, "body", now, limits)]
+
+
+# The fast path of parse_batch: one function per kind that accepts only the plain shape of
+# a valid record (exact types, no attributes, a "…Z" time or none) and builds the very
+# NewContext parse_record builds (same fields, in the same order). Anything else returns
+# None, and parse_record decides, naming the field of an error as before. Found by
+# `python -m bench`: per-record validation was about half of a 1,000-record request.
+_PLAIN = {kind: known - {"attributes"} for kind, known in _KNOWN.items()}
+
+
+def _new_context(kind: str, service: str, ts: datetime, fields: dict[str, Any]) -> NewContext:
+    """NewContext(kind=..., ...) without the frozen dataclass's four object.__setattr__
+    calls (half the cost of the fast path); the instance is the same."""
+    record = object.__new__(NewContext)
+    object.__setattr__(
+        record, "__dict__", {"kind": kind, "service": service, "ts": ts, "fields": fields}
+    )
+    return record
+
+
+def _ok_name(value: Any) -> bool:  # a required string other than "message"
+    return (
+        type(value) is str
+        and len(value) <= MAX_NAME
+        and "\x00" not in value
+        and bool(value.strip())
+    )
+
+
+def _fast_time(obj: dict[str, Any], now: datetime, latest: datetime) -> datetime | None:
+    """The record's time when it is absent or plainly valid, else None."""
+    text = obj.get("when")
+    if text is None or text == "":
+        text = obj.get("ts")
+        if text is None or text == "":
+            return now
+    if type(text) is not str or not _COMMON_TS.fullmatch(text):
+        return None
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return ts if ts <= latest else None
+
+
+def _fast_logs(obj: Any, now: datetime, latest: datetime) -> NewContext | None:
+    if type(obj) is not dict or not obj.keys() <= _PLAIN["logs"]:
+        return None
+    service, message, level = obj.get("service"), obj.get("message"), obj.get("level")
+    if not _ok_name(service) or type(message) is not str or len(message) > MAX_TEXT:
+        return None
+    if "\x00" in message or not message.strip():
+        return None
+    if level is None:
+        level = "ERROR"
+    elif type(level) is not str or len(level) > MAX_NAME or "\x00" in level:
+        return None
+    ts = _fast_time(obj, now, latest)
+    if ts is None:
+        return None
+    return _new_context("logs", service, ts, {"level": level.upper(), "message": message})
+
+
+def _fast_traces(obj: Any, now: datetime, latest: datetime) -> NewContext | None:
+    if type(obj) is not dict or not obj.keys() <= _PLAIN["traces"]:
+        return None
+    service, trace_id, duration = obj.get("service"), obj.get("trace_id"), obj.get("duration_ms")
+    if not (_ok_name(service) and _ok_name(trace_id)):
+        return None
+    kind = type(duration)
+    if (kind is not int and kind is not float) or not 0 <= duration <= 1e12:
+        return None  # NaN fails the comparison too
+    ts = _fast_time(obj, now, latest)
+    if ts is None:
+        return None
+    return _new_context("traces", service, ts, {"trace_id": trace_id, "duration_ms": duration})
+
+
+def _fast_deploys(obj: Any, now: datetime, latest: datetime) -> NewContext | None:
+    if type(obj) is not dict or not obj.keys() <= _PLAIN["deploys"]:
+        return None
+    service, commit, author = obj.get("service"), obj.get("commit"), obj.get("author")
+    if not (_ok_name(service) and _ok_name(commit)):
+        return None
+    if author is None:
+        author = "unknown"
+    elif type(author) is not str or len(author) > MAX_NAME or "\x00" in author:
+        return None
+    ts = _fast_time(obj, now, latest)
+    if ts is None:
+        return None
+    return _new_context("deploys", service, ts, {"author": author, "commit": commit})
+
+
+_FAST = {"logs": _fast_logs, "traces": _fast_traces, "deploys": _fast_deploys}

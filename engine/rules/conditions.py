@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from engine.rules.problems import CompileProblem, KeyPath
@@ -18,6 +19,8 @@ from engine.timeutil import TimeFormatError, is_duration, parse_duration
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()
 
 Scope = Mapping[str, Any]
+# A field path -> the function reading it from a subject (Condition.bind).
+Access = Callable[[tuple[str, ...]], Callable[[Any], Any]]
 
 
 def lookup(obj: Any, path: tuple[str, ...]) -> Any:
@@ -69,13 +72,22 @@ def to_number(value: Any) -> float | None:
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
-        if is_duration(value):
-            return parse_duration(value).total_seconds()
-        try:
-            return float(value)
-        except ValueError:
-            return None
+        return _short_text_number(value) if len(value) <= 64 else _text_number(value)
     return None
+
+
+def _text_number(value: str) -> float | None:
+    if is_duration(value):
+        return parse_duration(value).total_seconds()
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+# Cached for short texts: the same operands (`10m`, params, labels) and field values are
+# converted alert after alert, and parse_duration is a regex and a raise each time.
+_short_text_number = lru_cache(maxsize=4096)(_text_number)
 
 
 def _present(v: Any) -> bool:
@@ -140,6 +152,36 @@ _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "below": _compare(lambda a, b: a < b),
 }
 NUMERIC_OPS = ("at_least", "at_most", "above", "below")
+
+
+def _plain_text(x: Any) -> bool:
+    """A str that is not a number or duration: `_equal(v, x)` is then just `v == x`."""
+    if type(x) is not str:
+        return False
+    try:
+        return to_number(x) is None
+    except Exception:  # unsure: the general path decides, as before
+        return False
+
+
+def _fields_of(parts: tuple[Condition, ...]) -> list[tuple[str, ...]] | None:
+    out: list[tuple[str, ...]] = []
+    for part in parts:
+        fields = part.fields()
+        if fields is None:
+            return None
+        out.extend(fields)
+    return out
+
+
+def _getter(path: tuple[str, ...]) -> Callable[[Any], Any]:
+    """`lookup(subject, path)` as a function; one plain-dict `get` for a one-part path."""
+    if len(path) == 1:
+        (key,) = path
+        return lambda s: s.get(key, MISSING) if type(s) is dict else lookup(s, path)
+    return lambda s: lookup(s, path)
+
+
 OPERATOR_NAMES = (*_OPERATORS, "matches", "exists")
 
 
@@ -151,6 +193,18 @@ class Condition:
 
     def why_not(self, subject: Any, scope: Scope) -> str | None:
         return None if self.test(subject, scope) else str(self)
+
+    def fields(self) -> list[tuple[str, ...]] | None:
+        """The subject fields this condition reads (None: unknown)."""
+        return None
+
+    def bind(self, scope: Scope, access: Access | None = None) -> Callable[[Any], Any]:
+        """`test` with the scope fixed: a predicate over subjects whose truth is that of
+        `self.test(subject, scope)` while `scope` is unchanged. Operands (`$references`,
+        literals) are resolved once here instead of once per record; see FieldTest.
+        `access(path)` gives the function that reads a field path from a subject (default:
+        `lookup`); only conditions whose `fields()` are known use it."""
+        return lambda subject: self.test(subject, scope)
 
 
 @dataclass(frozen=True)
@@ -168,6 +222,44 @@ class FieldTest(Condition):
         if self.op in ("in", "not_in"):
             return _OPERATORS[self.op](v, [x.get(scope) for x in self.operand])
         return _OPERATORS[self.op](v, self.operand.get(scope))
+
+    def fields(self) -> list[tuple[str, ...]] | None:
+        return [self.field]
+
+    def bind(self, scope: Scope, access: Access | None = None) -> Callable[[Any], Any]:
+        get = (access or _getter)(self.field)
+        op = self.op
+        if op == "exists":
+            want = self.operand
+            return lambda s: _present(get(s)) == want
+        if op == "matches":
+            search = self.operand.search
+
+            def matches(s: Any) -> bool:
+                v = get(s)
+                return v is not MISSING and v is not None and search(str(v)) is not None
+
+            return matches
+        test = _OPERATORS[op]
+        if op in ("in", "not_in"):
+            xs = [x.get(scope) for x in self.operand]
+            if op == "in" and xs and all(_plain_text(x) for x in xs):
+                # Against texts that are not numbers, _equal is ==; a str field value is
+                # then in the set exactly when _op_in holds. Other values: the operator.
+                texts = frozenset(xs)
+
+                def among(s: Any) -> bool:
+                    v = get(s)
+                    return v in texts if type(v) is str else test(v, xs)
+
+                return among
+            return lambda s: test(get(s), xs)
+        x = self.operand.get(scope)
+        if op == "equals" and _plain_text(x):
+            # _op_equals(v, x) for such an x: v present and v == x; and a missing or None
+            # v never equals a str.
+            return lambda s: get(s) == x
+        return lambda s: test(get(s), x)
 
     def why_not(self, subject: Any, scope: Scope) -> str | None:
         if self.test(subject, scope):
@@ -195,8 +287,20 @@ class FieldTest(Condition):
 class AllOf(Condition):
     parts: tuple[Condition, ...]
 
+    def fields(self) -> list[tuple[str, ...]] | None:
+        return _fields_of(self.parts)
+
     def test(self, subject: Any, scope: Scope) -> bool:
         return all(p.test(subject, scope) for p in self.parts)
+
+    def bind(self, scope: Scope, access: Access | None = None) -> Callable[[Any], Any]:
+        tests = tuple(p.bind(scope, access) for p in self.parts)
+        if len(tests) == 1:
+            return tests[0]
+        if len(tests) == 2:
+            first, second = tests
+            return lambda s: first(s) and second(s)
+        return lambda s: all(t(s) for t in tests)
 
     def why_not(self, subject: Any, scope: Scope) -> str | None:
         for p in self.parts:
@@ -213,8 +317,20 @@ class AllOf(Condition):
 class AnyOf(Condition):
     parts: tuple[Condition, ...]
 
+    def fields(self) -> list[tuple[str, ...]] | None:
+        return _fields_of(self.parts)
+
     def test(self, subject: Any, scope: Scope) -> bool:
         return any(p.test(subject, scope) for p in self.parts)
+
+    def bind(self, scope: Scope, access: Access | None = None) -> Callable[[Any], Any]:
+        tests = tuple(p.bind(scope, access) for p in self.parts)
+        if len(tests) == 1:
+            return tests[0]
+        if len(tests) == 2:
+            first, second = tests
+            return lambda s: first(s) or second(s)
+        return lambda s: any(t(s) for t in tests)
 
     def why_not(self, subject: Any, scope: Scope) -> str | None:
         if self.test(subject, scope):
@@ -231,8 +347,15 @@ class AnyOf(Condition):
 class NotOf(Condition):
     part: Condition
 
+    def fields(self) -> list[tuple[str, ...]] | None:
+        return self.part.fields()
+
     def test(self, subject: Any, scope: Scope) -> bool:
         return not self.part.test(subject, scope)
+
+    def bind(self, scope: Scope, access: Access | None = None) -> Callable[[Any], Any]:
+        test = self.part.bind(scope, access)
+        return lambda s: not test(s)
 
     def why_not(self, subject: Any, scope: Scope) -> str | None:
         return None if self.test(subject, scope) else f"not ({self.part})"

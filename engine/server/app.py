@@ -3,16 +3,20 @@ never waits on the disk. A 2xx answer is sent only after the store has committed
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -31,11 +35,36 @@ from engine.serialize import context_to_dict, incident_summary, incident_to_dict
 from engine.server.body import ClientError, media_type, parse_json_body, read_body
 from engine.server.settings import ServeSettings
 from engine.store.base import Store
+from engine.store.sqlite import SQLiteStore
 from engine.timeutil import TimeFormatError, format_ts, parse_ts, utcnow
 
 log = logging.getLogger("incident_pilot")
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_LIST = 1000
+T = TypeVar("T")
+_context_writer: ThreadPoolExecutor | None = None
+
+
+def _writer() -> ThreadPoolExecutor:
+    global _context_writer
+    if _context_writer is None:
+        _context_writer = ThreadPoolExecutor(1, thread_name_prefix="incident-pilot-context")
+    return _context_writer
+
+
+async def run_context_write(state: AppState, fn: Callable[..., T], *args: Any) -> T:
+    """Run a context write off the event loop. SQLite serialises writes under one lock, so
+    one dedicated thread (asyncio's executor hop) does the job for less per request than
+    anyio's worker-thread pool; other stores use the pool. Like anyio's `run_sync`, the
+    call is shielded: a request timeout waits for the write to finish (acknowledged means
+    committed) and then takes effect."""
+    if not isinstance(state.store, SQLiteStore):
+        return await run_in_threadpool(fn, *args)
+    context = contextvars.copy_context()
+    with anyio.CancelScope(shield=True):
+        return await asyncio.get_running_loop().run_in_executor(_writer(), context.run, fn, *args)
+
+
 # Which outcomes change an incident enough to be printed / delivered.
 REPORTED = {"opened", "attached", "resolved"}
 
@@ -143,7 +172,7 @@ async def post_context(request: Request) -> Response:
         records = parse_batch(kind, body, utcnow(), state.context_limits)
     except PayloadError as exc:
         raise ClientError(400, exc.message, exc.field) from None
-    stored = await run_in_threadpool(state.store.add_context, records)
+    stored = await run_context_write(state, state.store.add_context, records)
     state.count(f"context_{kind}", len(stored))
     return JSONResponse({"accepted": len(stored), "ids": [r.id for r in stored]})
 

@@ -10,6 +10,15 @@ from starlette.requests import Request
 
 MAX_DEPTH = 32
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# Cheap pre-checks on the raw bytes (valid UTF-8, and valid JSON once json.loads accepted
+# it), so the walk over every value in _check_depth runs only when it could fail:
+# - a lone surrogate can only come from a \uD800-\uDFFF escape (strict UTF-8 has none);
+# - nesting: drop escapes, keep only brackets and quotes, drop the (now empty-ish)
+#   strings, and peel innermost bracket pairs. Multi-byte UTF-8 never holds ASCII bytes.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_ALL_BUT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'[]{}"')))
+_STRING = re.compile(rb'"[^"]*"')
 # curl -d sends form-urlencoded; the Go original's demo posts JSON that way, so it is
 # accepted and parsed as JSON. Anything else that is not JSON-ish gets 415.
 ACCEPTED_TYPES = {
@@ -97,6 +106,40 @@ def _check_depth(value: Any) -> None:
             _check_text(item)
 
 
+def _nesting_within(raw: bytes, limit: int) -> bool:
+    """True when the valid JSON `raw` has at most `limit` levels of nested arrays and
+    objects; brackets inside strings do not count. C-level byte operations only."""
+    if b"\\" in raw:
+        raw = _ESCAPE.sub(b"", raw)  # escapes only occur in strings; \" must not end one
+    # Left: brackets and the quotes of strings (whose content is now brackets only).
+    # Removing adjacent quote pairs first is exact and cheap: a pair is either an empty
+    # string or the end of one string and the start of the next with nothing between.
+    brackets = raw.translate(None, _ALL_BUT_STRUCTURE).replace(b'""', b"")
+    if b'"' in brackets:
+        brackets = _STRING.sub(b"", brackets)
+    levels = 0
+    while brackets:
+        levels += 1
+        if levels > limit:
+            return False
+        peeled = brackets.replace(b"{}", b"").replace(b"[]", b"")
+        if peeled == brackets:
+            return False  # not balanced: leave it to the walk
+        brackets = peeled
+    return True
+
+
+def _check_value(value: Any, raw: bytes, wrapped: bool) -> None:
+    """`_check_depth(value)`, skipped when the bytes show it cannot fail: no surrogate
+    escape, and nesting well inside MAX_DEPTH. A value at depth d sits inside d - 1
+    containers, so containers nested at most MAX_DEPTH - 1 deep cannot fail; `wrapped`
+    (NDJSON: `value` is a list built around the documents) takes one level more."""
+    limit = MAX_DEPTH - 1 - (1 if wrapped else 0)
+    if _SURROGATE_ESCAPE.search(raw) is None and _nesting_within(raw, limit):
+        return
+    _check_depth(value)
+
+
 def _constant(name: str) -> Any:
     raise ClientError(400, f"{name} is not valid JSON: numbers must be finite")
 
@@ -135,7 +178,9 @@ def parse_json_body(raw: bytes, content_type: str, *, allow_ndjson: bool) -> Any
     text = _decode(raw)
     if not text.strip():
         raise ClientError(400, "request body is empty")
+    wrapped = False  # value: a list built here around several documents
     if allow_ndjson and content_type in NDJSON_TYPES:
+        wrapped = True
         value: Any = [
             _loads(line, f"line {i}") for i, line in enumerate(text.splitlines(), 1) if line.strip()
         ]
@@ -147,6 +192,7 @@ def parse_json_body(raw: bytes, content_type: str, *, allow_ndjson: bool) -> Any
         except json.JSONDecodeError as exc:
             if allow_ndjson and exc.msg == "Extra data":
                 # Several documents, one per line, without an NDJSON content type.
+                wrapped = True
                 value = [
                     _loads(line, f"line {i}")
                     for i, line in enumerate(text.splitlines(), 1)
@@ -158,5 +204,5 @@ def parse_json_body(raw: bytes, content_type: str, *, allow_ndjson: bool) -> Any
                 ) from None
         except ValueError as exc:  # e.g. an integer of more than 4300 digits
             raise ClientError(400, f"invalid JSON: {exc}") from None
-    _check_depth(value)
+    _check_value(value, raw, wrapped)
     return value

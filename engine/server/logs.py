@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextvars
 import json
+import json.encoder
 import logging
+import math
 import re
 import secrets
 import sys
@@ -20,8 +22,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 access = logging.getLogger("incident_pilot.access")
+_ACCESS_NAME = access.name
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 _BARE = re.compile(r"^[^\s\"=\\]+$")
+_bare = _BARE.match
+_encode_str = json.encoder.encode_basestring_ascii  # json.dumps(str)
 # LogRecord attributes that are not `extra=` fields.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message",
@@ -30,10 +35,24 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
 }
 
 
+_ts_cache: tuple[int, str] = (-1, "")
+
+
+def _timestamp(created: float, msecs: float) -> str:
+    """`created` as ISO 8601 UTC with milliseconds; the strftime part is cached per second
+    (one access line per request makes this the formatter's largest cost)."""
+    global _ts_cache
+    second = int(created)
+    cached_second, prefix = _ts_cache
+    if second != cached_second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        _ts_cache = (second, prefix)
+    return f"{prefix}.{int(msecs):03d}Z"
+
+
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        + f".{int(record.msecs):03d}Z",
+        "ts": _timestamp(record.created, record.msecs),
         "level": record.levelname.lower(),
         "logger": record.name,
         "msg": record.getMessage(),
@@ -50,8 +69,17 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _quote(value: Any) -> str:
+    # Fast paths give exactly what json.dumps gives for these types (it calls the same
+    # C string encoder, and float.__repr__ for finite floats).
+    kind = type(value)
+    if kind is str:
+        return value if _bare(value) else _encode_str(value)
+    if kind is int:
+        return str(value)
+    if kind is float and math.isfinite(value):
+        return repr(value)
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if _BARE.match(text) else json.dumps(text)
+    return text if _bare(text) else json.dumps(text)
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -118,19 +146,27 @@ class RequestLogMiddleware:
         finally:
             duration = time.perf_counter() - started
             route = _route(scope)
-            access.info(
-                "%s %s %d",
-                scope["method"],
-                scope["path"],
-                status,
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round(duration * 1000, 1),
-                    "auth": scope.get("state", {}).get("auth", "-"),
-                },
-            )
+            if access.isEnabledFor(logging.INFO):
+                # Logger.info without findCaller (a stack walk per request): the formatters
+                # never print the caller, and the fields are the same.
+                access.handle(
+                    access.makeRecord(
+                        _ACCESS_NAME,
+                        logging.INFO,
+                        __file__,
+                        0,
+                        "%s %s %d",
+                        (scope["method"], scope["path"], status),
+                        None,
+                        extra={
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "status": status,
+                            "duration_ms": round(duration * 1000, 1),
+                            "auth": scope.get("state", {}).get("auth", "-"),
+                        },
+                    )
+                )
             if self.on_done is not None:
                 self.on_done(scope["method"], route, status)
             request_id.reset(token)

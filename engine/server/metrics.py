@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -132,6 +132,7 @@ class Metrics:
             f"{NS}_http_requests", "HTTP requests, by method, route and status",
             ["method", "route", "status"], registry=r,
         )  # fmt: skip
+        self._request_children: dict[tuple[str, str, int], Any] = {}
         r.register(_StateCollector(state))
         self.rules_loaded.set(len(state.ruleset.enabled))
         self.reload_success.set(1)
@@ -166,7 +167,13 @@ class Metrics:
         self.narrations.labels(outcome).inc()
 
     def request(self, method: str, route: str, status: int) -> None:
-        self.requests.labels(method, route, str(status)).inc()
+        # Once per HTTP request: the labelled child is looked up once per (method, route,
+        # status) and kept (labels() takes a lock and builds its key every time).
+        key = (method, route, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(method, route, str(status))
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
