@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 from engine.alerts import PayloadError, _type
 from engine.store.base import NewContext
@@ -195,7 +195,7 @@ def _new_context(kind: str, service: str, ts: datetime, fields: dict[str, Any]) 
     return record
 
 
-def _ok_name(value: Any) -> bool:  # a required string other than "message"
+def _ok_name(value: Any) -> TypeGuard[str]:  # a required string other than "message"
     return (
         type(value) is str
         and len(value) <= MAX_NAME
@@ -244,8 +244,7 @@ def _fast_traces(obj: Any, now: datetime, latest: datetime) -> NewContext | None
     service, trace_id, duration = obj.get("service"), obj.get("trace_id"), obj.get("duration_ms")
     if not (_ok_name(service) and _ok_name(trace_id)):
         return None
-    kind = type(duration)
-    if (kind is not int and kind is not float) or not 0 <= duration <= 1e12:
+    if type(duration) not in (int, float) or not 0 <= cast(float, duration) <= 1e12:
         return None  # NaN fails the comparison too
     ts = _fast_time(obj, now, latest)
     if ts is None:

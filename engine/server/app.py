@@ -63,6 +63,7 @@ async def run_context_write(state: AppState, fn: Callable[..., T], *args: Any) -
     context = contextvars.copy_context()
     with anyio.CancelScope(shield=True):
         return await asyncio.get_running_loop().run_in_executor(_writer(), context.run, fn, *args)
+    raise AssertionError("a shielded scope is never cancelled")  # for the type checker
 
 
 # Which outcomes change an incident enough to be printed / delivered.

@@ -113,4 +113,8 @@ def install_sighup(app: Starlette) -> Callable[[], None]:
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
     except (AttributeError, NotImplementedError, RuntimeError, ValueError):
         return lambda: None
-    return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+    def remove() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return remove

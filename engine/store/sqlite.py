@@ -144,6 +144,7 @@ class SQLiteStore:
             kind_rows = rows.get(rec.kind)
             if kind_rows is None:
                 codec.check_kind(rec.kind)  # raises ValueError with the list of kinds
+            assert kind_rows is not None
             columns, attributes = split(rec.kind, rec.fields)
             kind_rows.append((rec.service, epoch(rec.ts), *columns, attributes))
             order[rec.kind].append(i)

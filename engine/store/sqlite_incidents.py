@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.model import Alert, Incident, Severity
 from engine.store import codec
-from engine.store.base import AlertOutcome, IncidentDraft
+from engine.store.base import AlertOutcome, IncidentDraft, OutcomeKind
 from engine.store.codec import epoch, from_epoch
 
 COLUMNS = (
@@ -106,6 +106,7 @@ def record_firing(
             (t_now, row[0]),
         )
         return AlertOutcome("repeat", get(conn, row[0]), notify=False)
+    kind: OutcomeKind
     target = _attach_target(conn, draft)
     if target is not None:
         incident_id, notified = target
@@ -117,7 +118,8 @@ def record_firing(
         )
         kind = "attached"
     else:
-        incident_id, notify, kind = draft.id, True, "opened"
+        kind = "opened"
+        incident_id, notify = draft.id, True
         _insert(conn, draft, t_now)
     conn.execute(
         "INSERT INTO alerts (fingerprint, starts_at, incident_id, status, ends_at, received_at)"
@@ -205,8 +207,8 @@ def record_resolved(conn: sqlite3.Connection, alert: Alert, now: datetime) -> li
                 (epoch(end), resolution, incident_id),
             ).rowcount
         )
-        kind = "resolved" if done else "ignored"
-        outcomes.append(AlertOutcome(kind, get(conn, incident_id), notify=bool(done)))
+        resolved_kind: OutcomeKind = "resolved" if done else "ignored"
+        outcomes.append(AlertOutcome(resolved_kind, get(conn, incident_id), notify=bool(done)))
     return outcomes
 
 

@@ -83,6 +83,7 @@ def finish(
         raise KeyError(delivery_id)
     if row[0] in ("delivered", "dead"):
         return  # a late finish (its lease had expired) must not resurrect a settled delivery
+    args: tuple[float | str | None, ...]
     if ok:
         sets, args = "status = 'delivered', delivered_at = ?", (epoch(now),)
     elif retry_at is not None:
