@@ -27,7 +27,7 @@ from starlette.routing import Route
 from engine.alerts import AlertLimits, PayloadError, parse_payload
 from engine.delivery.api import delivery_routes, delivery_stats
 from engine.ingest import ContextLimits, parse_batch
-from engine.model import CONTEXT_KINDS, Incident
+from engine.model import CONTEXT_KINDS
 from engine.narrate import StdoutReporter
 from engine.pipeline import AlertResult, Pipeline, PipelineSettings
 from engine.rules.ruleset import RuleSet
@@ -36,7 +36,7 @@ from engine.server.body import ClientError, media_type, parse_json_body, read_bo
 from engine.server.settings import ServeSettings
 from engine.store.base import Store
 from engine.store.sqlite import SQLiteStore
-from engine.timeutil import TimeFormatError, format_ts, parse_ts, utcnow
+from engine.timeutil import TimeFormatError, parse_ts, utcnow
 
 log = logging.getLogger("incident_pilot")
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -360,10 +360,3 @@ def create_app(state: AppState) -> Starlette:
 
     install_ops(app, state)
     return app
-
-
-def incident_link(settings: ServeSettings, incident: Incident) -> str:
-    return f"{settings.public_url.rstrip('/')}/api/incidents/{incident.id}"
-
-
-__all__ = ["AppState", "create_app", "format_ts", "incident_link"]
