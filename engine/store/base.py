@@ -89,6 +89,19 @@ class Delivery:
 PlanDeliveries = Callable[[AlertOutcome], Sequence[NewDelivery]]
 
 
+def planned(plan: PlanDeliveries | None, outcome: AlertOutcome) -> list[NewDelivery]:
+    """The deliveries `plan` wants for `outcome` (every backend calls this inside the
+    transaction that made the outcome). Deliveries need an incident to belong to."""
+    if plan is None:
+        return []
+    deliveries = list(plan(outcome))
+    if deliveries and outcome.incident is None:
+        raise ValueError(
+            f"plan() returned deliveries for a {outcome.kind!r} outcome with no incident"
+        )
+    return deliveries
+
+
 class Store(Protocol):
     # --- context -----------------------------------------------------------
     def add_context(self, records: Sequence[NewContext]) -> list[ContextRecord]:

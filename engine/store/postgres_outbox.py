@@ -28,7 +28,7 @@ from engine.store.base import Delivery, NewDelivery
 from engine.store.codec import epoch
 
 # Row decoding is backend-neutral (same columns, same codec): shared with SQLite.
-from engine.store.sqlite_outbox import COLUMNS, STATUSES
+from engine.store.sqlite_outbox import COLUMNS, STATUSES, finish_assignment
 from engine.store.sqlite_outbox import _delivery as decode
 
 CLAIM_SQL = f"""
@@ -100,16 +100,7 @@ def finish(
         raise KeyError(delivery_id)
     if row[0] in ("delivered", "dead"):
         return  # a late finish (its lease had expired) must not resurrect a settled delivery
-    args: tuple[float | str | None, ...]
-    if ok:
-        sets, args = "status = 'delivered', delivered_at = %s", (epoch(now),)
-    elif retry_at is not None:
-        sets, args = (
-            "status = 'pending', next_attempt_at = %s, last_error = %s",
-            (epoch(retry_at), error),
-        )
-    else:
-        sets, args = "status = 'dead', last_error = %s", (error,)
+    sets, args = finish_assignment(ok, now, error, retry_at, "%s")
     conn.execute(
         f"UPDATE deliveries SET {sets}, lease_until = NULL, worker = NULL WHERE id = %s",
         (*args, delivery_id),

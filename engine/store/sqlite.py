@@ -27,7 +27,14 @@ from engine.model import CONTEXT_KINDS, Alert, ContextRecord, Incident
 from engine.store import codec
 from engine.store import sqlite_incidents as incidents
 from engine.store import sqlite_outbox as outbox
-from engine.store.base import AlertOutcome, Delivery, IncidentDraft, NewContext, PlanDeliveries
+from engine.store.base import (
+    AlertOutcome,
+    Delivery,
+    IncidentDraft,
+    NewContext,
+    PlanDeliveries,
+    planned,
+)
 from engine.store.codec import epoch, from_epoch
 from engine.store.migrations import apply_sqlite
 
@@ -245,16 +252,10 @@ class SQLiteStore:
         """Run `plan` inside the caller's write transaction and store its deliveries, so
         they commit (or roll back) together with the change that caused them. `plan` holds
         the write lock while it runs: it may read the store but must not write to it."""
-        if plan is None:
-            return
-        deliveries = list(plan(outcome))
-        if not deliveries:
-            return
-        if outcome.incident is None:
-            raise ValueError(
-                f"plan() returned deliveries for a {outcome.kind!r} outcome with no incident"
-            )
-        outbox.insert(conn, outcome.incident.id, deliveries, epoch(now))
+        deliveries = planned(plan, outcome)
+        if deliveries:
+            assert outcome.incident is not None  # planned() refuses deliveries without one
+            outbox.insert(conn, outcome.incident.id, deliveries, epoch(now))
 
     def get_incident(self, incident_id: str) -> Incident | None:
         with self._read() as conn:

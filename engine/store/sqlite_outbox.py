@@ -70,6 +70,21 @@ def claim(
     return sorted((_delivery(r) for r in rows), key=lambda d: d.id)
 
 
+def finish_assignment(
+    ok: bool, now: datetime, error: str | None, retry_at: datetime | None, mark: str
+) -> tuple[str, tuple[float | str | None, ...]]:
+    """The SET clause (with `mark` as the driver's placeholder) and its arguments that
+    settle a delivery: delivered, pending again at retry_at, or dead. Both backends use it."""
+    if ok:
+        return f"status = 'delivered', delivered_at = {mark}", (epoch(now),)
+    if retry_at is not None:
+        return (
+            f"status = 'pending', next_attempt_at = {mark}, last_error = {mark}",
+            (epoch(retry_at), error),
+        )
+    return f"status = 'dead', last_error = {mark}", (error,)
+
+
 def finish(
     conn: sqlite3.Connection,
     delivery_id: int,
@@ -83,16 +98,7 @@ def finish(
         raise KeyError(delivery_id)
     if row[0] in ("delivered", "dead"):
         return  # a late finish (its lease had expired) must not resurrect a settled delivery
-    args: tuple[float | str | None, ...]
-    if ok:
-        sets, args = "status = 'delivered', delivered_at = ?", (epoch(now),)
-    elif retry_at is not None:
-        sets, args = (
-            "status = 'pending', next_attempt_at = ?, last_error = ?",
-            (epoch(retry_at), error),
-        )
-    else:
-        sets, args = "status = 'dead', last_error = ?", (error,)
+    sets, args = finish_assignment(ok, now, error, retry_at, "?")
     conn.execute(
         f"UPDATE deliveries SET {sets}, lease_until = NULL, worker = NULL WHERE id = ?",
         (*args, delivery_id),
