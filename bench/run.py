@@ -457,7 +457,7 @@ def interpreter_section(mode: Mode, db: Path, alert_dicts: list[dict[str, Any]])
     try:
         # The steady state of the latency run: the burst left its incidents open; resolve
         # all but the newest OPEN_INCIDENTS, as Alertmanager's resolutions would have.
-        for incident in store.open_incidents()[OPEN_INCIDENTS:]:
+        for incident in store.list_incidents(status="open", limit=None)[OPEN_INCIDENTS:]:
             store.resolve_incident(incident.id, at=now)
         ownership = ruleset.ownership
         # Equivalence first: the two must agree, or the comparison means nothing.

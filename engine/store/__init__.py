@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,17 +45,10 @@ def _open_sqlite(url: str) -> Store:
 
 
 def _open_postgres(url: str) -> Store:
-    # Imported lazily: SQLite users never need psycopg, and the module may not exist yet.
-    try:
-        module = importlib.import_module("engine.store.postgres")
-    except ModuleNotFoundError as exc:
-        if exc.name != "engine.store.postgres":
-            raise  # the backend exists but a dependency (psycopg) is missing: say that
-        raise ValueError(
-            "PostgreSQL store URLs are not supported by this build: "
-            "engine.store.postgres is not available (use a SQLite path instead)"
-        ) from exc
-    return module.PostgresStore(url)
+    # Imported here: a SQLite user's process never loads psycopg.
+    from engine.store.postgres import PostgresStore
+
+    return PostgresStore(url)
 
 
 # scheme -> opener. A filesystem path has no scheme and goes to SQLite.

@@ -103,6 +103,10 @@ def planned(plan: PlanDeliveries | None, outcome: AlertOutcome) -> list[NewDeliv
 
 
 class Store(Protocol):
+    # True when one connection makes every write (SQLite): the server then hands context
+    # writes to one dedicated thread rather than the worker pool.
+    single_writer: bool
+
     # --- context -----------------------------------------------------------
     def add_context(self, records: Sequence[NewContext]) -> list[ContextRecord]:
         """Store records (any mix of kinds) in one transaction; return them with ids."""
@@ -138,16 +142,6 @@ class Store(Protocol):
         """The incident an identical firing (same fingerprint and startsAt) already made."""
         ...
 
-    def open_incidents(
-        self,
-        *,
-        service: str | None = None,
-        fingerprint: str | None = None,
-        since: datetime | None = None,
-    ) -> list[Incident]:
-        """Open incidents, newest first (filters are ANDed; None means any)."""
-        ...
-
     def record_firing(
         self,
         draft: IncidentDraft,
@@ -173,13 +167,15 @@ class Store(Protocol):
     def list_incidents(
         self,
         *,
-        limit: int = 50,
+        limit: int | None = 50,
         status: str | None = None,
         service: str | None = None,
         team: str | None = None,
+        fingerprint: str | None = None,
         since: datetime | None = None,
     ) -> list[Incident]:
-        """Newest first by opened_at."""
+        """Newest first by opened_at (filters are ANDed; None means any); `since` is
+        inclusive; `limit` None means all."""
         ...
 
     def resolve_incident(

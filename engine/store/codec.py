@@ -157,3 +157,8 @@ def findings_from_json(text: str | None) -> tuple[Finding, ...]:
 
 def resolution(*, auto: bool, note: str | None, at: datetime) -> dict[str, Any]:
     return {"auto": auto, "note": note, "at": format_ts(at)}
+
+
+def column_names(kind: str) -> list[str]:
+    """The typed columns of a context kind, quoted ("commit" is a keyword)."""
+    return [f'"{name}"' for name, _ in TYPED_FIELDS[kind]]

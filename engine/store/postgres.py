@@ -1,33 +1,22 @@
-"""The PostgreSQL backend: several replicas share one database (or one schema of it).
+"""The PostgreSQL dialect: several replicas share one database (or one schema of it).
 
-URL. Any libpq URL (`postgresql://user:pass@host:5432/db?sslmode=require`, or
-`postgres://...`). Two extra query parameters are read and removed before connecting:
+URL: any libpq URL, with our `schema=` and `pool_size=` parameters (postgres_url.py).
 
-- `schema=NAME`: keep the tables in schema NAME (created if missing) instead of the
-  database's default (`public`); it becomes the connections' search_path. Tests give
-  each run its own schema this way. `options=-csearch_path=NAME` works too, but then the
-  schema must already exist.
-- `pool_size=N`: connections per process (default: env INCIDENT_PILOT_DB_POOL_SIZE,
-  else 10).
-
-Concurrency model. Every method takes a connection from a psycopg_pool.ConnectionPool
-and runs one transaction at READ COMMITTED; the atomicity lives in the database, never
-in this process, so any number of replicas can write at once:
+Concurrency model. Every transaction takes a connection from a psycopg_pool.ConnectionPool
+and runs at READ COMMITTED; the atomicity lives in the database, never in this process,
+so any number of replicas can write at once:
 - alert dedup: the (fingerprint, starts_at) primary key of `alerts` and the partial
   unique index of open incidents per fingerprint, both through INSERT ... ON CONFLICT
-  (postgres_incidents.py);
-- the outbox: claims with SELECT ... FOR UPDATE SKIP LOCKED, heads of each (incident, sink)
-  queue only (postgres_outbox.py);
-- pruning: deletes in chunks that skip rows another replica is deleting.
+  (engine.store.incidents);
+- every change to an incident locks its row (`for_update`), in one order;
+- the outbox: claims with SELECT ... FOR UPDATE SKIP LOCKED, heads of each (incident,
+  sink) queue only (CLAIM_SQL below);
+- pruning: deletes in chunks that skip rows another replica is deleting (`skip_locked`).
 A transaction that fails on a serialization failure, a deadlock or a unique violation
 (a race the SQL did not absorb) is retried from the start, up to RETRIES times with a
-short jittered backoff; plan() may therefore run more than once, and only the last
-run's deliveries are stored.
+short jittered backoff.
 
-Timestamps are epoch seconds in DOUBLE PRECISION columns, encoded by engine.store.codec
-exactly as in SQLite; every window the code queries is indexed (see migrations.py).
-
-Durability: a write method returns after COMMIT, i.e. after PostgreSQL made it durable
+Durability: a write returns after COMMIT, i.e. after PostgreSQL made it durable
 (synchronous_commit as configured on the server; the default `on` survives a crash).
 """
 
@@ -36,54 +25,47 @@ from __future__ import annotations
 import logging
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from engine.model import CONTEXT_KINDS, Alert, ContextRecord, Incident
 from engine.store import codec
-from engine.store import postgres_incidents as incidents
-from engine.store import postgres_outbox as outbox
-from engine.store.base import (
-    AlertOutcome,
-    Delivery,
-    IncidentDraft,
-    NewContext,
-    PlanDeliveries,
-    planned,
-)
-from engine.store.codec import epoch, from_epoch
-from engine.store.migrations import apply_postgres
+from engine.store.dialect import Conn, Cursor
+from engine.store.incidents import RaceError
+from engine.store.outbox import COLUMNS as DELIVERY_COLUMNS
+from engine.store.postgres_url import parse_url, pool_size_from, redact
+from engine.store.sql import SQLStore
+
+__all__ = ["PostgresDialect", "PostgresStore", "parse_url", "redact"]
 
 log = logging.getLogger("incident_pilot.store")
 
 POOL_SIZE_ENV = "INCIDENT_PILOT_DB_POOL_SIZE"
 DEFAULT_POOL_SIZE = 10
 POOL_TIMEOUT = 30.0  # seconds a call waits for a free connection before failing
-CONNECT_TIMEOUT = 10  # seconds, when the URL does not say
 RETRIES = 8  # attempts per transaction on a retryable error
-PRUNE_CHUNK = 5_000  # rows per delete transaction
 COPY_MIN = 8  # from this many records of one kind, add_context uses COPY (else INSERTs)
-
-RETRYABLE = (errors.SerializationFailure, errors.DeadlockDetected, errors.UniqueViolation)
-_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+RETRYABLE = (
+    errors.SerializationFailure,
+    errors.DeadlockDetected,
+    errors.UniqueViolation,
+    RaceError,
+)
 _PUBLIC = frozenset({"public", "pg_catalog", "information_schema"})
+# pg_advisory_xact_lock(PG_LOCK_CLASS, hashtext(schema)): one migration at a time per
+# schema, whichever replica gets there first; the others wait, then find nothing to do.
+PG_LOCK_CLASS = 0x1D_C1D  # "incident-pilot", any constant unlikely to clash
 
 T = TypeVar("T")
 
-_CTX_COLS = {
-    kind: ", ".join(f'"{n}"' for n, _ in typed) for kind, typed in codec.TYPED_FIELDS.items()
-}
+_CTX_COLS = {kind: ", ".join(codec.column_names(kind)) for kind in codec.TYPED_FIELDS}
 _CTX_COPY = {
     kind: f"COPY {kind} (id, service, ts, {cols}, attributes) FROM STDIN (FORMAT BINARY)"
     for kind, cols in _CTX_COLS.items()
@@ -100,87 +82,61 @@ _CTX_INSERT = {
     for kind, cols in _CTX_COLS.items()
 }
 
-
-def _scalar(conn: psycopg.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
-    """The value of a query that always returns exactly one row of one column
-    (an aggregate such as COUNT(*), or a function call)."""
-    row = conn.execute(sql, params).fetchone()
-    assert row is not None, f"no row from {sql!r}"
-    return row[0]
-
-
-def context_query_sql(kind: str, *, with_service: bool) -> str:
-    """The SELECT query_context runs (tests EXPLAIN it). Newest first is the backward
-    order of the (service, ts, id) / (ts, id) indexes: no sort step."""
-    where = "service = %s AND ts >= %s AND ts <= %s" if with_service else "ts >= %s AND ts <= %s"
-    return (
-        f"SELECT id, service, ts, {_CTX_COLS[kind]}, attributes FROM {kind} "
-        f"WHERE {where} ORDER BY ts DESC, id DESC LIMIT %s"
-    )
-
-
-def parse_url(url: str) -> tuple[str, str | None, int | None]:
-    """(libpq conninfo, schema or None, pool size or None) from a store URL.
-
-    `schema` and `pool_size` are our own query parameters: removed before libpq sees the
-    URL. The schema becomes the connections' search_path (through `options`, kept with
-    any options the URL already has).
-    """
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("postgresql", "postgres"):
-        raise ValueError(f"not a PostgreSQL URL: {url!r}")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = pool_size = None
-    kept = []
-    for name, value in query:
-        if name == "schema":
-            if not _SCHEMA.match(value):
-                raise ValueError(
-                    f"schema={value!r}: use letters, digits and '_' (not starting with a "
-                    "digit), at most 63 characters"
-                )
-            schema = value
-        elif name == "pool_size":
-            pool_size = _pool_size(value, "pool_size in the store URL")
-        else:
-            kept.append((name, value))
-    conninfo = urlunsplit(
-        ("postgresql", parts.netloc, parts.path, urlencode(kept, quote_via=quote), parts.fragment)
-    )
-    params = conninfo_to_dict(conninfo)  # libpq's own parser: rejects what libpq would
-    extra: dict[str, Any] = {}
-    if schema is not None:
-        options = params.get("options") or ""
-        extra["options"] = f"{options} -c search_path={schema}".strip()
-    if "connect_timeout" not in params:
-        extra["connect_timeout"] = CONNECT_TIMEOUT
-    if "application_name" not in params:
-        extra["application_name"] = "incident-pilot"
-    return make_conninfo(conninfo, **extra), schema, pool_size
+# The heads (DISTINCT ON over the small partial index deliveries_queue) as of the
+# statement's snapshot; the due ones, oldest first, locked with SKIP LOCKED, then set to
+# 'sending' in the same statement. A head another worker is claiming right now is locked
+# and passed over; one claimed (or finished) after our snapshot is re-checked on its
+# newest version when locked (READ COMMITTED), and is no longer due.
+CLAIM_SQL = f"""
+WITH head AS (
+    SELECT DISTINCT ON (incident_id, sink) id FROM deliveries
+    WHERE status IN ('pending', 'sending')
+    ORDER BY incident_id, sink, id
+), claimable AS (
+    SELECT d.id FROM deliveries AS d
+    WHERE d.id IN (SELECT id FROM head)
+      AND ((d.status = 'pending' AND d.next_attempt_at <= ?)
+           OR (d.status = 'sending' AND d.lease_until <= ?))
+    ORDER BY d.id
+    LIMIT ?
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE deliveries SET status = 'sending', attempts = attempts + 1,
+    lease_until = ?, worker = ?
+FROM claimable WHERE deliveries.id = claimable.id
+RETURNING {", ".join("deliveries." + c.strip() for c in DELIVERY_COLUMNS.split(","))}
+"""
 
 
-def _pool_size(text: str, where: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ValueError(f"{where} must be a whole number >= 1, got {text!r}")
-    return n
+@lru_cache(maxsize=512)
+def _format_style(sql: str) -> str:
+    """`?` placeholders as psycopg's `%s` (the store's SQL has no `%` or `?` literals)."""
+    assert "%" not in sql, sql
+    return sql.replace("?", "%s")
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+class PgConn:
+    """A psycopg connection that takes the store's `?` placeholders."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.raw = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Cursor:
+        if not params:  # no parameters: a script of several statements goes as one query
+            return self.raw.execute(sql)  # type: ignore[return-value]
+        return self.raw.execute(_format_style(sql), params)  # type: ignore[return-value]
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> None:
+        with self.raw.cursor() as cur:
+            cur.executemany(_format_style(sql), rows)
 
 
-class PostgresStore:
-    """`Store` on PostgreSQL. `url` as described in the module docstring."""
+class PostgresDialect:
+    name = "postgresql"
+    single_writer = False
+    unlimited: int | None = None
+    for_update = " FOR UPDATE"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def __init__(self, url: str, *, pool_size: int | None = None) -> None:
         self.url = url
@@ -189,20 +145,16 @@ class PostgresStore:
             pool_size = url_pool_size
         if pool_size is None:
             env = os.environ.get(POOL_SIZE_ENV, "").strip()
-            pool_size = _pool_size(env, POOL_SIZE_ENV) if env else DEFAULT_POOL_SIZE
+            pool_size = pool_size_from(env, POOL_SIZE_ENV) if env else DEFAULT_POOL_SIZE
         self.pool_size = pool_size
-        self._local = threading.local()  # the connection of this thread's transaction
+        self._local = threading.local()  # .conn: this thread's transaction, if any
+        self._closed = False
         # Connect once directly: a wrong URL fails here, plainly, not as a pool timeout.
         try:
-            with psycopg.connect(self._conninfo, autocommit=True) as conn:
-                apply_postgres(conn, self.schema)
-                self._sequences = {
-                    kind: _scalar(conn, "SELECT pg_get_serial_sequence(%s, 'id')", (kind,))
-                    for kind in CONTEXT_KINDS
-                }
+            psycopg.connect(self._conninfo, autocommit=True).close()
         except psycopg.OperationalError as exc:
             raise ValueError(f"cannot connect to {redact(url)}: {exc}".strip()) from exc
-        self._pool = ConnectionPool(
+        self.pool = ConnectionPool(
             self._conninfo,
             min_size=1,
             max_size=pool_size,
@@ -212,314 +164,124 @@ class PostgresStore:
             name="incident-pilot",
             open=True,
         )
-        self._closed = False
+        self._sequences: dict[str, str] = {}
 
-    # --- connections and transactions ---------------------------------------
+    # --- transactions -------------------------------------------------------------
     @contextmanager
-    def _conn(self) -> Iterator[psycopg.Connection]:
-        """This thread's transaction connection if it is inside one (a plan() reading the
-        store sees the uncommitted change, as on SQLite, and needs no second connection),
-        else one from the pool."""
-        current = getattr(self._local, "conn", None)
-        if current is not None:
-            yield current
-            return
+    def _transaction(self, isolation: str | None = None) -> Iterator[PgConn]:
         if self._closed:
             raise RuntimeError("store is closed")
-        with self._pool.connection() as conn:
-            yield conn
+        with self.pool.connection() as raw, raw.transaction():
+            if isolation:
+                raw.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+            conn = PgConn(raw)
+            self._local.conn = conn
+            try:
+                yield conn
+            finally:
+                self._local.conn = None
 
-    def _transact(self, work: Callable[[psycopg.Connection], T], *, snapshot: bool = False) -> T:
-        """Run work(conn) in one transaction, retried on the errors concurrency can cause.
-        `snapshot`: a read-only REPEATABLE READ transaction (several consistent reads)."""
-        if getattr(self._local, "conn", None) is not None:
-            return work(self._local.conn)  # nested (a plan() reading): same transaction
+    def write(self, work: Callable[[Conn], T]) -> T:
+        current = getattr(self._local, "conn", None)
+        if current is not None:
+            return work(current)  # nested (a plan() reading or writing): same transaction
         for attempt in range(1, RETRIES + 1):
             try:
-                with self._conn() as conn, conn.transaction():
-                    if snapshot:
-                        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    self._local.conn = conn
-                    try:
-                        return work(conn)
-                    finally:
-                        self._local.conn = None
-            except (*RETRYABLE, incidents.RaceError) as exc:
+                with self._transaction() as conn:
+                    return work(conn)
+            except RETRYABLE as exc:
                 if attempt == RETRIES:
                     raise
                 log.debug("retrying a transaction (attempt %d): %s", attempt, exc)
                 time.sleep(random.uniform(0, 0.002 * 2**attempt))
         raise AssertionError("unreachable")
 
+    @contextmanager
+    def read(self, *, snapshot: bool = False) -> Iterator[Conn]:
+        current = getattr(self._local, "conn", None)
+        if current is not None:
+            yield current  # inside a write: read what it changed
+            return
+        if not snapshot:
+            if self._closed:
+                raise RuntimeError("store is closed")
+            with self.pool.connection() as raw:
+                yield PgConn(raw)
+            return
+        with self._transaction("REPEATABLE READ READ ONLY") as conn:
+            yield conn
+
+    # --- what the SQL says differently -------------------------------------------
+    def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        return f"{column} = ANY(?)", [list(values)]
+
+    def defer_foreign_keys(self, conn: Conn) -> None:
+        pass  # alerts.incident_id is DEFERRABLE INITIALLY DEFERRED (migrations.py)
+
+    def insert_context(self, conn: Conn, kind: str, rows: Sequence[list[Any]]) -> list[int]:
+        """Ids come from the kind's sequence (one round trip for the batch), rows go in
+        with COPY: about as fast as PostgreSQL ingests."""
+        assert isinstance(conn, PgConn)
+        sequence = self._sequences.get(kind)
+        if sequence is None:
+            sequence = conn.execute("SELECT pg_get_serial_sequence(?, 'id')", (kind,)).fetchone()[0]
+            self._sequences[kind] = sequence
+        ids = sorted(
+            r[0]
+            for r in conn.execute(
+                "SELECT nextval(?::regclass) FROM generate_series(1, ?)", (sequence, len(rows))
+            )
+        )
+        with conn.raw.cursor() as cur:
+            if len(rows) < COPY_MIN:
+                cur.executemany(
+                    _CTX_INSERT[kind], [[i, *row] for i, row in zip(ids, rows, strict=True)]
+                )
+            else:
+                with cur.copy(_CTX_COPY[kind]) as copy:
+                    copy.set_types(_CTX_TYPES[kind])
+                    for rid, row in zip(ids, rows, strict=True):
+                        copy.write_row([rid, *row])
+        return ids
+
+    def claim_deliveries(
+        self, conn: Conn, t_now: float, limit: int, lease_until: float, worker: str
+    ) -> list[Any]:
+        return conn.execute(CLAIM_SQL, (t_now, t_now, limit, lease_until, worker)).fetchall()
+
+    @contextmanager
+    def migration(self) -> Iterator[Conn]:
+        # The advisory lock, held to the end of the transaction, makes replicas starting
+        # at the same moment take turns; PostgreSQL's DDL is transactional.
+        with self._transaction() as conn:
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(?, hashtext(?))", (PG_LOCK_CLASS, self.schema or "")
+            )
+            if self.schema is not None:
+                # Identifier checked by parse_url; quoted so case is kept.
+                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            yield conn
+
+    def run_script(self, conn: Conn, sql: str) -> None:
+        conn.execute(sql)  # no parameters: psycopg sends the whole script at once
+
+    def reset(self, tables: Sequence[str]) -> None:
+        """Refuses a shared schema: tests only, on a store opened with ?schema=<scratch>."""
+        if self.schema is None or self.schema in _PUBLIC:
+            raise RuntimeError("reset_for_tests() needs a store opened with ?schema=<scratch>")
+        self.write(lambda conn: conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY"))
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._pool.close()
+        self.pool.close()
 
-    def __enter__(self) -> PostgresStore:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+class PostgresStore(SQLStore):
+    """`Store` on PostgreSQL. `url` as described in postgres_url.py."""
 
-    def reset_for_tests(self) -> None:
-        """Empty every table and restart the ids. Tests only: refuses a shared schema."""
-        if self.schema is None or self.schema in _PUBLIC:
-            raise RuntimeError("reset_for_tests() needs a store opened with ?schema=<scratch>")
-        with self._conn() as conn:
-            conn.execute(
-                f"TRUNCATE {', '.join(CONTEXT_KINDS)}, deliveries, alerts, incidents"
-                " RESTART IDENTITY"
-            )
-
-    # --- context -----------------------------------------------------------
-    def add_context(self, records: Sequence[NewContext]) -> list[ContextRecord]:
-        """One transaction. Ids come from the kind's sequence (one round trip for the
-        batch), rows go in with COPY: about as fast as PostgreSQL ingests."""
-        rows: dict[str, list[list[Any]]] = {kind: [] for kind in CONTEXT_KINDS}
-        order: dict[str, list[int]] = {kind: [] for kind in CONTEXT_KINDS}
-        split = codec.split_fields
-        for i, rec in enumerate(records):
-            kind_rows = rows.get(rec.kind)
-            if kind_rows is None:
-                codec.check_kind(rec.kind)  # raises ValueError with the list of kinds
-            assert kind_rows is not None  # rows has every valid kind; check_kind raised
-            columns, attributes = split(rec.kind, rec.fields)
-            kind_rows.append([0, rec.service, epoch(rec.ts), *columns, attributes])
-            order[rec.kind].append(i)
-        ids: list[int] = [0] * len(records)
-
-        def work(conn: psycopg.Connection) -> None:
-            for kind, kind_rows in rows.items():
-                if not kind_rows:
-                    continue
-                new_ids = sorted(
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT nextval(%s::regclass) FROM generate_series(1, %s)",
-                        (self._sequences[kind], len(kind_rows)),
-                    )
-                )
-                for row, rid, i in zip(kind_rows, new_ids, order[kind], strict=True):
-                    row[0] = rid
-                    ids[i] = rid
-                with conn.cursor() as cur:
-                    if len(kind_rows) < COPY_MIN:
-                        cur.executemany(_CTX_INSERT[kind], kind_rows)
-                        continue
-                    with cur.copy(_CTX_COPY[kind]) as copy:
-                        copy.set_types(_CTX_TYPES[kind])
-                        for row in kind_rows:
-                            copy.write_row(row)
-
-        if records:
-            self._transact(work)
-        return [
-            ContextRecord(rec.kind, str(ids[i]), rec.service, codec.aware(rec.ts), dict(rec.fields))
-            for i, rec in enumerate(records)
-        ]
-
-    def query_context(
-        self,
-        kind: str,
-        *,
-        start: datetime,
-        end: datetime,
-        service: str | None = None,
-        limit: int | None = None,
-    ) -> list[ContextRecord]:
-        codec.check_kind(kind)
-        args: list[Any] = [service] if service is not None else []
-        args += [epoch(start), epoch(end), limit]
-        sql = context_query_sql(kind, with_service=service is not None)
-        with self._conn() as conn:
-            rows = conn.execute(sql, args).fetchall()
-        return [self._record(kind, row) for row in rows]
-
-    @staticmethod
-    def _record(kind: str, row: Sequence[Any]) -> ContextRecord:
-        fields = codec.join_fields(kind, tuple(row[3:-1]), row[-1])
-        return ContextRecord(kind, str(row[0]), row[1], from_epoch(row[2]), fields)
-
-    def get_context(self, kind: str, record_id: str) -> ContextRecord | None:
-        codec.check_kind(kind)
-        try:
-            rid = int(record_id)
-        except (TypeError, ValueError):
-            return None
-        if not -(2**63) <= rid < 2**63:
-            return None
-        sql = f"SELECT id, service, ts, {_CTX_COLS[kind]}, attributes FROM {kind} WHERE id = %s"
-        with self._conn() as conn:
-            row = conn.execute(sql, (rid,)).fetchone()
-        return None if row is None else self._record(kind, row)
-
-    def prune_context(self, before: datetime) -> int:
-        """Delete in chunks, each its own short transaction. Rows another replica's pruner
-        is deleting right now are skipped (SKIP LOCKED), so two pruners share the work
-        instead of queueing on each other; the count is what this call deleted."""
-        cutoff, total = epoch(before), 0
-        for kind in CONTEXT_KINDS:
-            sql = (
-                f"DELETE FROM {kind} WHERE id IN (SELECT id FROM {kind} WHERE ts < %s"
-                f" ORDER BY ts LIMIT %s FOR UPDATE SKIP LOCKED)"
-            )
-
-            def delete_chunk(conn: psycopg.Connection, sql: str = sql) -> int:
-                return conn.execute(sql, (cutoff, PRUNE_CHUNK)).rowcount
-
-            while True:
-                n = self._transact(delete_chunk)
-                total += n
-                if n < PRUNE_CHUNK:
-                    break
-        return total
-
-    def context_counts(self) -> dict[str, int]:
-        return self._transact(self._context_counts, snapshot=True)
-
-    @staticmethod
-    def _context_counts(conn: psycopg.Connection) -> dict[str, int]:
-        return {k: _scalar(conn, f"SELECT COUNT(*) FROM {k}") for k in CONTEXT_KINDS}
-
-    def oldest_context_ts(self) -> datetime | None:
-        sql = " UNION ALL ".join(f"(SELECT MIN(ts) FROM {k})" for k in CONTEXT_KINDS)
-        with self._conn() as conn:
-            oldest = [row[0] for row in conn.execute(sql)]
-        present = [ts for ts in oldest if ts is not None]
-        return from_epoch(min(present)) if present else None
-
-    # --- alerts and incidents ---------------------------------------------
-    def _plan(
-        self,
-        conn: psycopg.Connection,
-        plan: PlanDeliveries | None,
-        outcome: AlertOutcome,
-        now: datetime,
-    ) -> None:
-        """Run `plan` inside the caller's transaction and store its deliveries, so they
-        commit (or roll back) with the change that caused them."""
-        deliveries = planned(plan, outcome)
-        if deliveries:
-            assert outcome.incident is not None  # planned() refuses deliveries without one
-            outbox.insert(conn, outcome.incident.id, deliveries, epoch(now))
-
-    def get_incident(self, incident_id: str) -> Incident | None:
-        with self._conn() as conn:
-            return incidents.get(conn, incident_id)
-
-    def find_repeat(self, fingerprint: str, starts_at: datetime) -> Incident | None:
-        with self._conn() as conn:
-            return incidents.find_repeat(conn, fingerprint, starts_at)
-
-    def open_incidents(
-        self,
-        *,
-        service: str | None = None,
-        fingerprint: str | None = None,
-        since: datetime | None = None,
-    ) -> list[Incident]:
-        filters = {"status": "open", "service": service, "fingerprint": fingerprint}
-        with self._conn() as conn:
-            return incidents.select(conn, filters, since, None)
-
-    def list_incidents(
-        self,
-        *,
-        limit: int = 50,
-        status: str | None = None,
-        service: str | None = None,
-        team: str | None = None,
-        since: datetime | None = None,
-    ) -> list[Incident]:
-        filters = {"status": status, "service": service, "team": team}
-        with self._conn() as conn:
-            return incidents.select(conn, filters, since, None if limit < 0 else limit)
-
-    def record_firing(
-        self,
-        draft: IncidentDraft,
-        *,
-        now: datetime,
-        renotify_after: timedelta,
-        plan: PlanDeliveries | None = None,
-    ) -> AlertOutcome:
-        """As SQLiteStore.record_firing; safe across processes (postgres_incidents.py)."""
-
-        def work(conn: psycopg.Connection) -> AlertOutcome:
-            outcome = incidents.record_firing(conn, draft, now, renotify_after)
-            self._plan(conn, plan, outcome, now)
-            return outcome
-
-        return self._transact(work)
-
-    def record_resolved(
-        self, alert: Alert, *, now: datetime, plan: PlanDeliveries | None = None
-    ) -> AlertOutcome:
-        """As SQLiteStore.record_resolved."""
-
-        def work(conn: psycopg.Connection) -> AlertOutcome:
-            outcomes = incidents.record_resolved(conn, alert, now)
-            for outcome in outcomes:
-                self._plan(conn, plan, outcome, now)
-            return outcomes[0]
-
-        return self._transact(work)
-
-    def resolve_incident(
-        self,
-        incident_id: str,
-        *,
-        at: datetime,
-        note: str | None = None,
-        auto: bool = False,
-        plan: PlanDeliveries | None = None,
-    ) -> AlertOutcome:
-        def work(conn: psycopg.Connection) -> AlertOutcome:
-            outcome = incidents.resolve(conn, incident_id, at, note, auto)
-            self._plan(conn, plan, outcome, at)
-            return outcome
-
-        return self._transact(work)
-
-    def set_narration(self, incident_id: str, narration: dict[str, Any]) -> None:
-        """Replace the narration. Raises KeyError for an unknown incident."""
-        found = self._transact(lambda conn: incidents.set_narration(conn, incident_id, narration))
-        if not found:
-            raise KeyError(incident_id)
-
-    def stats(self) -> dict[str, Any]:
-        def work(conn: psycopg.Connection) -> dict[str, Any]:
-            return {
-                **incidents.counts(conn),
-                "context": self._context_counts(conn),
-                "outbox": outbox.counts(conn),
-            }
-
-        return self._transact(work, snapshot=True)
-
-    # --- delivery outbox ---------------------------------------------------
-    def claim_deliveries(
-        self, *, now: datetime, limit: int, lease: timedelta, worker: str
-    ) -> list[Delivery]:
-        """Claim the due head of each (incident, sink) queue (see postgres_outbox.py): each
-        delivery goes to one worker of one replica until its lease expires."""
-        return self._transact(lambda conn: outbox.claim(conn, now, limit, lease, worker))
-
-    def finish_delivery(
-        self,
-        delivery_id: int,
-        *,
-        ok: bool,
-        now: datetime,
-        error: str | None = None,
-        retry_at: datetime | None = None,
-    ) -> None:
-        """As SQLiteStore.finish_delivery. Raises KeyError for an unknown id."""
-        self._transact(lambda conn: outbox.finish(conn, delivery_id, ok, now, error, retry_at))
-
-    def dead_deliveries(self, limit: int = 50) -> list[Delivery]:
-        """Dead letters, newest first."""
-        with self._conn() as conn:
-            return outbox.dead(conn, limit)
+    def __init__(self, url: str, *, pool_size: int | None = None) -> None:
+        dialect = PostgresDialect(url, pool_size=pool_size)
+        self.url, self.schema, self.pool_size = url, dialect.schema, dialect.pool_size
+        super().__init__(dialect)

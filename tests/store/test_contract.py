@@ -184,14 +184,16 @@ def test_new_firing_same_fingerprint_attaches_with_renotify_interval(store: Stor
     assert out.incident.last_notified_at == T0 + RENOTIFY
     out = fire(store, make_draft(make_alert(starts_at=T0 + 3 * MIN)), now=T0 + RENOTIFY + MIN)
     assert (out.kind, out.notify, out.incident.attached_count) == ("attached", False, 3)
-    assert len(store.open_incidents(fingerprint="fp-a")) == 1
+    assert len(store.list_incidents(status="open", limit=None, fingerprint="fp-a")) == 1
 
 
 def test_duplicate_of_attaches_to_that_open_incident(store: Store) -> None:
     a = fire(store, make_draft(make_alert("fp-a"))).incident
     out = fire(store, make_draft(make_alert("fp-b"), duplicate_of=a.id), now=T0 + MIN)
     assert (out.kind, out.incident.id, out.incident.attached_count) == ("attached", a.id, 1)
-    assert store.open_incidents(fingerprint="fp-b") == []  # fp-b has no incident of its own
+    assert (
+        store.list_incidents(status="open", limit=None, fingerprint="fp-b") == []
+    )  # fp-b has no incident of its own
     assert store.find_repeat("fp-b", T0).id == a.id
 
 
@@ -212,7 +214,9 @@ def test_one_open_incident_per_fingerprint(store: Store) -> None:
     store.resolve_incident(a.id, at=T0 + 2 * MIN)
     b = fire(store, make_draft(make_alert(starts_at=T0 + 3 * MIN)), now=T0 + 3 * MIN)
     assert b.kind == "opened" and b.incident.id != a.id
-    assert [i.id for i in store.open_incidents(fingerprint="fp-a")] == [b.incident.id]
+    assert [i.id for i in store.list_incidents(status="open", limit=None, fingerprint="fp-a")] == [
+        b.incident.id
+    ]
     assert {i.id for i in store.list_incidents()} == {a.id, b.incident.id}
 
 
@@ -346,10 +350,17 @@ def test_list_incidents_filters_newest_first(store: Store) -> None:
 
 def test_open_incidents_filters(store: Store) -> None:
     i1, _, i3 = _populate(store)
-    assert [i.id for i in store.open_incidents()] == [i3, i1]
-    assert [i.id for i in store.open_incidents(service="checkout-api", since=T0 + MIN)] == [i3]
-    assert [i.id for i in store.open_incidents(fingerprint="fp-1")] == [i1]
-    assert store.open_incidents(fingerprint="fp-2") == []
+    assert [i.id for i in store.list_incidents(status="open", limit=None)] == [i3, i1]
+    assert [
+        i.id
+        for i in store.list_incidents(
+            status="open", limit=None, service="checkout-api", since=T0 + MIN
+        )
+    ] == [i3]
+    assert [i.id for i in store.list_incidents(status="open", limit=None, fingerprint="fp-1")] == [
+        i1
+    ]
+    assert store.list_incidents(status="open", limit=None, fingerprint="fp-2") == []
 
 
 def test_set_narration(store: Store) -> None:

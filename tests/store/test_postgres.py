@@ -18,7 +18,7 @@ import pytest
 
 from engine.store import NewContext, NewDelivery, open_store
 from engine.store.base import AlertOutcome
-from engine.store.migrations import MIGRATION_NAMES, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
+from engine.store.migrations import MIGRATION_NAMES, apply_migrations
 
 from . import pg
 from .helpers import MIN, RENOTIFY, T0, make_alert, make_draft
@@ -45,7 +45,7 @@ def pair(schema_url: str) -> Iterator[tuple]:
 
 
 def _conn(store):
-    return store._pool.connection()
+    return store.dialect.pool.connection()
 
 
 # --- URL handling (no server needed) -------------------------------------------------
@@ -94,9 +94,51 @@ def test_unreachable_server_is_a_plain_error() -> None:
         open_store("postgresql://u:secret@127.0.0.1:1/db")
 
 
-def test_migration_lists_match() -> None:
-    assert tuple(n for n, _ in POSTGRES_MIGRATIONS) == MIGRATION_NAMES
-    assert tuple(n for n, _ in SQLITE_MIGRATIONS) == MIGRATION_NAMES
+@postgres
+@needs_dsn
+def test_both_engines_get_the_same_tables_columns_and_indexes(pair, tmp_path) -> None:
+    """One DDL text per migration: the words that differ are filled in per engine, and
+    what comes out has the same shape on both."""
+    import sqlite3
+
+    store, _ = pair
+    lite_path = str(tmp_path / "shape.db")
+    open_store(lite_path).close()
+    lite = sqlite3.connect(lite_path)
+    tables = [r[0] for r in lite.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    lite_shape = {
+        t: [r[1] for r in lite.execute(f"PRAGMA table_info({t})")]
+        for t in tables
+        if not t.startswith("sqlite_")
+    }
+    lite_indexes = {
+        r[0]
+        for r in lite.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        if not r[0].startswith("sqlite_")
+    }
+    lite.close()
+    with _conn(store) as conn:
+        pg_shape = {
+            t: [
+                r[0]
+                for r in conn.execute(
+                    "SELECT column_name FROM information_schema.columns"
+                    " WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+                    (store.schema, t),
+                )
+            ]
+            for t in lite_shape
+        }
+        pg_indexes = {
+            r[0]
+            for r in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = %s", (store.schema,)
+            )
+            if not r[0].endswith("_pkey") and not r[0].endswith("_key")
+        }
+    assert set(lite_shape) >= {"deploys", "logs", "traces", "incidents", "alerts", "deliveries"}
+    assert pg_shape == lite_shape
+    assert pg_indexes == lite_indexes
 
 
 # --- migrations ------------------------------------------------------------------
@@ -133,19 +175,17 @@ def test_concurrent_starts_on_a_fresh_schema_migrate_once(schema_url: str) -> No
         for s in stores:
             s.close()
     # Opening again applies nothing.
-    from engine.store.migrations import apply_postgres
-
-    with open_store(schema_url) as again, _conn(again) as conn:
-        assert apply_postgres(conn, again.schema) == []
+    with open_store(schema_url) as again:
+        assert apply_migrations(again.dialect) == []
 
 
 def test_reset_for_tests_refuses_a_shared_schema() -> None:
-    from engine.store.postgres import PostgresStore
+    from engine.store.postgres import PostgresDialect
 
-    store = PostgresStore.__new__(PostgresStore)  # no connection needed for the guard
-    store.schema = None
+    dialect = PostgresDialect.__new__(PostgresDialect)  # no connection needed for the guard
+    dialect.schema = None
     with pytest.raises(RuntimeError, match="scratch"):
-        store.reset_for_tests()
+        dialect.reset(["incidents"])
 
 
 # --- indexes -----------------------------------------------------------------
@@ -155,14 +195,20 @@ def test_reset_for_tests_refuses_a_shared_schema() -> None:
 @needs_dsn
 @pytest.mark.parametrize("kind", ["deploys", "logs", "traces"])
 def test_query_context_uses_the_indexes(pair, kind: str) -> None:
-    from engine.store.postgres import context_query_sql
+    from engine.store.sql import context_query_sql
 
     store, _ = pair
     store.add_context([NewContext(kind, f"s{i % 50}", T0 - i * MIN, {}) for i in range(2000)])
     start, end = T0.timestamp() - 600 * 60, T0.timestamp()
     shapes = {
-        f"{kind}_service_ts": (context_query_sql(kind, with_service=True), ("s1", start, end, 5)),
-        f"{kind}_ts": (context_query_sql(kind, with_service=False), (start, end, None)),
+        f"{kind}_service_ts": (
+            context_query_sql(kind, with_service=True).replace("?", "%s"),
+            ("s1", start, end, 5),
+        ),
+        f"{kind}_ts": (
+            context_query_sql(kind, with_service=False).replace("?", "%s"),
+            (start, end, None),
+        ),
     }
     with _conn(store) as conn, conn.transaction():
         conn.execute("ANALYZE " + kind)
@@ -230,7 +276,7 @@ def test_new_firings_of_one_fingerprint_across_stores_share_one_incident(pair) -
     for t in threads:
         t.join()
     assert Counter(kinds) == {"opened": 1, "attached": n - 1}
-    (inc,) = pair[1].open_incidents(fingerprint="fp-a")
+    (inc,) = pair[1].list_incidents(status="open", limit=None, fingerprint="fp-a")
     assert inc.attached_count == n - 1
     assert pair[0].stats()["alerts"]["firing"] == n
     # Every alert row points at the incident that was opened (deferred FK honoured).
@@ -257,7 +303,7 @@ def test_firings_and_resolutions_racing_keep_one_open_incident(pair) -> None:
                     s = next(starts)
                 at = T0 + s * timedelta(seconds=1)
                 if i % 5 == 4:
-                    for inc in store.open_incidents(fingerprint=fp):
+                    for inc in store.list_incidents(status="open", limit=None, fingerprint=fp):
                         store.resolve_incident(inc.id, at=at, note="by hand")
                 elif i % 5 == 3:
                     store.record_resolved(
@@ -375,7 +421,7 @@ def test_outbox_claims_across_stores_exactly_once_in_order(pair) -> None:
 def test_concurrent_prunes_share_the_work(pair) -> None:
     a, b = pair
     a.add_context([NewContext("logs", "s", T0 - i * timedelta(seconds=1), {}) for i in range(3000)])
-    from engine.store import postgres as pgmod
+    from engine.store import sql as pgmod
 
     old = pgmod.PRUNE_CHUNK
     pgmod.PRUNE_CHUNK = 100  # many small chunks, so the two pruners interleave
@@ -399,7 +445,7 @@ def test_concurrent_prunes_share_the_work(pair) -> None:
 def test_a_lost_race_is_retried_and_plan_runs_again(pair, monkeypatch) -> None:
     from psycopg import errors
 
-    from engine.store import postgres_incidents
+    from engine.store import incidents as postgres_incidents
 
     store, _ = pair
     real, calls = postgres_incidents.record_firing, []
@@ -436,7 +482,7 @@ def test_plan_reads_inside_the_transaction_with_a_pool_of_one(schema_url: str) -
 
         def plan(outcome: AlertOutcome) -> list[NewDelivery]:
             seen.append(store.get_incident(outcome.incident.id))
-            seen.append(len(store.open_incidents()))
+            seen.append(len(store.list_incidents(status="open", limit=None)))
             return []
 
         out = store.record_firing(make_draft(), now=T0, renotify_after=RENOTIFY, plan=plan)

@@ -13,12 +13,12 @@ import pytest
 from engine.store import NewContext, NewDelivery, open_store
 from engine.store.migrations import (
     MIGRATION_NAMES,
-    SQLITE_MIGRATIONS,
+    MIGRATIONS,
     MigrationError,
-    apply_sqlite,
+    apply_migrations,
     split_sql,
 )
-from engine.store.sqlite import SQLiteStore
+from engine.store.sqlite import SQLiteDialect, SQLiteStore
 
 from .helpers import MIN, RENOTIFY, T0, make_alert, make_draft
 
@@ -29,7 +29,7 @@ def db_path(tmp_path: Path) -> str:
 
 
 def _plan(store: SQLiteStore, sql: str, args: tuple) -> str:
-    with store._read() as conn:
+    with store.dialect.read() as conn:
         return " | ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
 
 
@@ -39,11 +39,11 @@ def test_query_context_uses_the_indexes(db_path: str, kind: str) -> None:
     store.add_context([NewContext(kind, f"s{i % 5}", T0 - i * MIN, {}) for i in range(200)])
     # Capture the exact SQL query_context runs, then ask SQLite how it runs it.
     seen: list[tuple[str, tuple]] = []
-    with store._read() as conn:
+    with store.dialect.read() as conn:
         conn.set_trace_callback(lambda s: seen.append(s))
     store.query_context(kind, start=T0 - 10 * MIN, end=T0, service="s1", limit=5)
     store.query_context(kind, start=T0 - 10 * MIN, end=T0)
-    with store._read() as conn:
+    with store.dialect.read() as conn:
         conn.set_trace_callback(None)
     selects = [s for s in seen if s.lstrip().upper().startswith("SELECT")]
     assert len(selects) == 2
@@ -57,7 +57,7 @@ def test_query_context_uses_the_indexes(db_path: str, kind: str) -> None:
 
 def test_file_store_pragmas(db_path: str) -> None:
     store = SQLiteStore(db_path)
-    with store._read() as conn:
+    with store.dialect.read() as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
@@ -104,7 +104,7 @@ def test_two_stores_on_one_file_still_open_one_incident(db_path: str) -> None:
     for t in threads:
         t.join()
     assert Counter(kinds) == {"opened": 1, "attached": 7}
-    assert len(stores[0].open_incidents(fingerprint="fp-a")) == 1
+    assert len(stores[0].list_incidents(status="open", limit=None, fingerprint="fp-a")) == 1
     for s in stores:
         s.close()
 
@@ -112,12 +112,14 @@ def test_two_stores_on_one_file_still_open_one_incident(db_path: str) -> None:
 def test_partial_unique_index_refuses_a_second_open_incident(db_path: str) -> None:
     store = SQLiteStore(db_path)
     inc = store.record_firing(make_draft(), now=T0, renotify_after=RENOTIFY).incident
-    with store._write() as conn, pytest.raises(sqlite3.IntegrityError):
-        conn.execute(
-            "INSERT INTO incidents (id, fingerprint, status, title, severity, opened_at,"
-            " last_seen, alert, findings) SELECT 'x', fingerprint, 'open', title, severity,"
-            " opened_at, last_seen, alert, findings FROM incidents WHERE id = ?",
-            (inc.id,),
+    with pytest.raises(sqlite3.IntegrityError):
+        store.dialect.write(
+            lambda conn: conn.execute(
+                "INSERT INTO incidents (id, fingerprint, status, title, severity, opened_at,"
+                " last_seen, alert, findings) SELECT 'x', fingerprint, 'open', title, severity,"
+                " opened_at, last_seen, alert, findings FROM incidents WHERE id = ?",
+                (inc.id,),
+            )
         )
     store.close()
 
@@ -193,7 +195,9 @@ def test_migrations_are_recorded_and_reapplying_is_a_no_op(db_path: str) -> None
     conn = sqlite3.connect(db_path, isolation_level=None)
     rows = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
     assert rows == list(enumerate(MIGRATION_NAMES, start=1))
-    assert apply_sqlite(conn) == []
+    dialect = SQLiteDialect(db_path)
+    assert apply_migrations(dialect) == []
+    dialect.close()
     SQLiteStore(db_path).close()  # opening again applies nothing and does not fail
     assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == len(
         MIGRATION_NAMES
@@ -201,10 +205,12 @@ def test_migrations_are_recorded_and_reapplying_is_a_no_op(db_path: str) -> None
     conn.close()
 
 
-def test_migration_names_are_shared() -> None:
-    assert [name for name, _ in SQLITE_MIGRATIONS] == list(MIGRATION_NAMES)
-    with pytest.raises(MigrationError):
-        apply_sqlite(sqlite3.connect(":memory:", isolation_level=None), SQLITE_MIGRATIONS[:-1])
+def test_a_database_migrated_further_than_the_code_is_refused(db_path: str) -> None:
+    SQLiteStore(db_path).close()
+    dialect = SQLiteDialect(db_path)
+    with pytest.raises(MigrationError, match="newer"):
+        apply_migrations(dialect, MIGRATIONS[:-1])
+    dialect.close()
 
 
 def test_a_database_from_different_code_is_refused(db_path: str) -> None:
@@ -256,15 +262,34 @@ def test_open_store_rejects_unknown_schemes() -> None:
         open_store("  ")
 
 
-def test_open_store_postgres_without_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.store as store_pkg
+def test_bursts_of_new_reader_threads_do_not_open_more_files(db_path: str) -> None:
+    """Worker pools retire idle threads and start new ones for the next burst: readers
+    come from a bounded pool, so open files stay flat burst after burst."""
+    import os
 
-    def missing(name: str):
-        exc = ModuleNotFoundError(f"No module named {name!r}")
-        exc.name = name
-        raise exc
+    from engine.store.sqlite import MAX_READERS
 
-    monkeypatch.setattr(store_pkg.importlib, "import_module", missing)
-    for url in ("postgresql://u@h/db", "postgres://u@h/db"):
-        with pytest.raises(ValueError, match=r"engine\.store\.postgres is not available"):
-            open_store(url)
+    store = SQLiteStore(db_path)
+    store.add_context([NewContext("logs", "s", T0, {"level": "ERROR", "message": "m"})])
+
+    def burst() -> None:
+        barrier = threading.Barrier(32)
+
+        def read() -> None:
+            barrier.wait()
+            for _ in range(5):
+                assert len(store.query_context("logs", start=T0 - MIN, end=T0)) == 1
+
+        threads = [threading.Thread(target=read) for _ in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    burst()
+    files = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        burst()  # new threads every time
+    assert len(os.listdir("/proc/self/fd")) <= files
+    assert len(store.dialect._readers) <= MAX_READERS
+    store.close()

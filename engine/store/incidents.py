@@ -1,0 +1,317 @@
+"""Alerts and incidents: functions over a connection inside the store's transaction.
+
+`SQLStore` owns the transactions (engine.store.sql); these functions only run SQL, the
+same on both engines. The rules stay true when several processes write at once (on
+PostgreSQL at READ COMMITTED; on SQLite the write lock already serialises writers):
+
+- the (fingerprint, starts_at) key of `alerts` is claimed first, with INSERT ... ON
+  CONFLICT DO NOTHING: of N concurrent identical firings exactly one inserts, the others
+  wait for it to commit and then count a repeat;
+- a new incident is inserted with ON CONFLICT on the partial unique index
+  `incidents_one_open`: when another process opened one for the fingerprint meanwhile,
+  the insert does nothing and this firing attaches to that incident instead;
+- every change to an incident locks its row first (UPDATE, or SELECT with the dialect's
+  FOR UPDATE), so counters never lose an increment and one incident's deliveries get
+  increasing ids in commit order (what keeps the outbox in order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from engine.model import Alert, Incident, Severity
+from engine.store import codec
+from engine.store.base import AlertOutcome, IncidentDraft, OutcomeKind
+from engine.store.codec import epoch, from_epoch
+from engine.store.dialect import Conn, Dialect
+
+COLUMNS = (
+    "id, fingerprint, status, title, service, alertname, team, severity, opened_at, last_seen, "
+    "alert, findings, repeat_count, attached_count, resolved_at, resolution, narration, "
+    "last_notified_at"
+)
+AUTO_NOTE = "resolved by Alertmanager"
+ATTACH_TRIES = 5  # open-vs-attach races per firing before giving up (each one needs a
+# concurrent transaction to open and then resolve an incident of the same fingerprint)
+
+# Decoding an incident's `findings` and `alert` JSON is most of the cost of reading one.
+# Both columns are written once when the incident opens and never updated, so the decoded
+# values are cached by their text (the key is the exact JSON, so a hit is always right).
+# The objects are shared between the incidents returned: like the frozen dataclasses
+# holding them, they are read-only by convention.
+_DECODE_CACHE = 1024
+_findings_from_json = lru_cache(maxsize=_DECODE_CACHE)(codec.findings_from_json)
+_alert_from_json = lru_cache(maxsize=_DECODE_CACHE)(codec.alert_from_json)
+
+
+class RaceError(RuntimeError):
+    """The open incident to attach to kept changing under us; the store retries."""
+
+
+def decode(row: Sequence[Any]) -> Incident:
+    (iid, fp, status, title, service, alertname, team, severity, opened, seen, alert) = row[:11]
+    (findings, repeats, attached, resolved, resolution, narration, notified) = row[11:]
+    return Incident(
+        id=iid,
+        fingerprint=fp,
+        status=status,
+        title=title,
+        service=service,
+        alertname=alertname,
+        team=team,
+        severity=Severity(severity),
+        opened_at=from_epoch(opened),
+        last_seen=from_epoch(seen),
+        alert=_alert_from_json(alert),
+        findings=_findings_from_json(findings),
+        repeat_count=repeats,
+        attached_count=attached,
+        resolved_at=from_epoch(resolved),
+        resolution=codec.loads(resolution),
+        narration=codec.loads(narration),
+        last_notified_at=from_epoch(notified),
+    )
+
+
+def get(conn: Conn, incident_id: str, *, lock: str = "") -> Incident | None:
+    sql = f"SELECT {COLUMNS} FROM incidents WHERE id = ?{lock}"
+    row = conn.execute(sql, (incident_id,)).fetchone()
+    return None if row is None else decode(row)
+
+
+def find_repeat(conn: Conn, fingerprint: str, starts_at: datetime) -> Incident | None:
+    sql = (
+        f"SELECT {COLUMNS} FROM incidents WHERE id = "
+        "(SELECT incident_id FROM alerts WHERE fingerprint = ? AND starts_at = ?)"
+    )
+    row = conn.execute(sql, (fingerprint, epoch(starts_at))).fetchone()
+    return None if row is None else decode(row)
+
+
+def select(
+    conn: Conn, filters: dict[str, Any], since: datetime | None, limit: int | None
+) -> list[Incident]:
+    """Incidents matching the non-None `filters` (column -> value), newest first by
+    opened_at; `since` is inclusive; `limit` is the dialect's (its `unlimited`: all)."""
+    where = [f"{column} = ?" for column, value in filters.items() if value is not None]
+    args: list[Any] = [value for value in filters.values() if value is not None]
+    if since is not None:
+        where.append("opened_at >= ?")
+        args.append(epoch(since))
+    sql = f"SELECT {COLUMNS} FROM incidents"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY opened_at DESC, id DESC LIMIT ?"
+    return [decode(row) for row in conn.execute(sql, [*args, limit])]
+
+
+def _repeat(conn: Conn, key: tuple[str, float], t_now: float) -> AlertOutcome | None:
+    row = conn.execute(
+        "UPDATE incidents SET repeat_count = repeat_count + 1, last_seen = ?"
+        " WHERE id = (SELECT incident_id FROM alerts WHERE fingerprint = ? AND starts_at = ?)"
+        f" RETURNING {COLUMNS}",
+        (t_now, *key),
+    ).fetchone()
+    return None if row is None else AlertOutcome("repeat", decode(row), notify=False)
+
+
+def record_firing(
+    dialect: Dialect, conn: Conn, draft: IncidentDraft, now: datetime, renotify_after: timedelta
+) -> AlertOutcome:
+    alert, t_now = draft.alert, epoch(now)
+    key = (alert.fingerprint, epoch(alert.starts_at))
+    # Fast path for the common retry: the firing is already recorded.
+    outcome = _repeat(conn, key, t_now)
+    if outcome is not None:
+        return outcome
+    # Claim the key. The incident id is provisional (foreign keys are checked at commit):
+    # an attach below points the row at the incident it joins.
+    dialect.defer_foreign_keys(conn)
+    claimed = conn.execute(
+        "INSERT INTO alerts (fingerprint, starts_at, incident_id, status, ends_at, received_at)"
+        " VALUES (?, ?, ?, 'firing', NULL, ?) ON CONFLICT DO NOTHING RETURNING 1",
+        (*key, draft.id, t_now),
+    ).fetchone()
+    if claimed is None:
+        # A concurrent identical firing got there first and has committed (ON CONFLICT
+        # waited for it): this one is a repeat of it.
+        outcome = _repeat(conn, key, t_now)
+        if outcome is None:  # cannot happen: alert rows are never deleted
+            raise RaceError(f"alert {key} conflicted but is not visible")
+        return outcome
+    for _ in range(ATTACH_TRIES):
+        target = _attach_target(dialect, conn, draft)
+        if target is not None:
+            incident_id, notified = target
+            notify = notified is None or from_epoch(notified) + renotify_after <= now
+            conn.execute(
+                "UPDATE incidents SET attached_count = attached_count + 1, last_seen = ?,"
+                " last_notified_at = ? WHERE id = ?",
+                (t_now, t_now if notify else notified, incident_id),
+            )
+            conn.execute(
+                "UPDATE alerts SET incident_id = ? WHERE fingerprint = ? AND starts_at = ?",
+                (incident_id, *key),
+            )
+            return AlertOutcome("attached", get(conn, incident_id), notify=notify)
+        if _insert(conn, draft, t_now):
+            return AlertOutcome("opened", get(conn, draft.id), notify=True)
+        # Another process opened an incident for this fingerprint after our look: join it.
+    raise RaceError(f"could not settle an open incident for fingerprint {alert.fingerprint!r}")
+
+
+def _attach_target(dialect: Dialect, conn: Conn, draft: IncidentDraft) -> tuple[str, Any] | None:
+    """(incident id, last_notified_at) of the open incident this firing joins, locked."""
+    lock = dialect.for_update
+    if draft.duplicate_of is not None:
+        row = conn.execute(
+            f"SELECT id, last_notified_at FROM incidents WHERE id = ? AND status = 'open'{lock}",
+            (draft.duplicate_of,),
+        ).fetchone()
+        if row is not None:
+            return row[0], row[1]
+    row = conn.execute(
+        "SELECT id, last_notified_at FROM incidents WHERE fingerprint = ? AND status = 'open'"
+        + lock,
+        (draft.alert.fingerprint,),
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def _insert(conn: Conn, draft: IncidentDraft, t_now: float) -> bool:
+    """Open the draft's incident; False when one is already open for the fingerprint."""
+    alert = draft.alert
+    row = conn.execute(
+        "INSERT INTO incidents (id, fingerprint, status, title, service, alertname, team,"
+        " severity, opened_at, last_seen, last_notified_at, alert, findings, narration)"
+        " VALUES (?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (fingerprint) WHERE status = 'open' DO NOTHING RETURNING 1",
+        (
+            draft.id,
+            alert.fingerprint,
+            draft.title,
+            alert.service,
+            alert.alertname,
+            draft.team,
+            int(draft.severity),
+            t_now,
+            t_now,
+            t_now,
+            codec.alert_to_json(alert),
+            codec.findings_to_json(draft.findings),
+            codec.dumps(draft.narration),
+        ),
+    ).fetchone()
+    return row is not None
+
+
+def record_resolved(
+    dialect: Dialect, conn: Conn, alert: Alert, now: datetime
+) -> list[AlertOutcome]:
+    """Mark the alert resolved; one outcome per incident touched, the newest alert's first.
+
+    The alert rows resolved are those of `alert.fingerprint` still firing with
+    starts_at <= alert.starts_at (Alertmanager has one active alert per fingerprint, so an
+    older row still firing missed its own resolution; a newer one is a later episode).
+    Their ends_at is alert.ends_at, or `now` when missing. Outcome kinds:
+    - resolved: the incident had no firing alert left and was resolved (notify=True),
+      resolved_at = ends_at, resolution {"auto": True, "note": AUTO_NOTE, "at": ...};
+    - ignored, with the incident: other alerts of the incident (grouped / attached ones)
+      still fire, so it stays open; or the resolution was already recorded (resent);
+    - ignored, incident None: a fingerprint never seen firing.
+    """
+    end = codec.real_end(alert.ends_at) or now
+    key = (alert.fingerprint, epoch(alert.starts_at))
+    rows = conn.execute(
+        "SELECT incident_id FROM alerts WHERE fingerprint = ? AND status = 'firing'"
+        " AND starts_at <= ? ORDER BY starts_at DESC",
+        key,
+    ).fetchall()
+    if not rows:
+        # Resent resolution or unknown alert: report the incident it concerns, if any.
+        row = conn.execute(
+            "SELECT incident_id FROM alerts WHERE fingerprint = ?"
+            " ORDER BY (starts_at = ?) DESC, starts_at DESC LIMIT 1",
+            key,
+        ).fetchone()
+        return [AlertOutcome("ignored", None if row is None else get(conn, row[0]), notify=False)]
+    incident_ids = list(dict.fromkeys(r[0] for r in rows))  # unique, newest first
+    among, among_args = dialect.in_list("id", incident_ids)
+    if dialect.for_update:
+        # Incident rows first, in one order, then their alerts: the order every writer uses.
+        conn.execute(
+            f"SELECT 1 FROM incidents WHERE {among} ORDER BY id{dialect.for_update}", among_args
+        )
+    of_them, of_them_args = dialect.in_list("incident_id", incident_ids)
+    conn.execute(
+        "UPDATE alerts SET status = 'resolved', ends_at = ?"
+        f" WHERE fingerprint = ? AND status = 'firing' AND starts_at <= ? AND {of_them}",
+        # Only the incidents locked above: a firing of another one, committed since the
+        # SELECT, stays firing.
+        (epoch(end), *key, *of_them_args),
+    )
+    resolution = codec.dumps(codec.resolution(auto=True, note=AUTO_NOTE, at=end))
+    outcomes = []
+    for incident_id in incident_ids:
+        firing = conn.execute(
+            "SELECT 1 FROM alerts WHERE incident_id = ? AND status = 'firing' LIMIT 1",
+            (incident_id,),
+        ).fetchone()
+        done = (
+            firing is None
+            and conn.execute(
+                "UPDATE incidents SET status = 'resolved', resolved_at = ?, resolution = ?"
+                " WHERE id = ? AND status = 'open'",
+                (epoch(end), resolution, incident_id),
+            ).rowcount
+        )
+        kind: OutcomeKind = "resolved" if done else "ignored"
+        outcomes.append(AlertOutcome(kind, get(conn, incident_id), notify=bool(done)))
+    return outcomes
+
+
+def resolve(
+    dialect: Dialect, conn: Conn, incident_id: str, at: datetime, note: str | None, auto: bool
+) -> AlertOutcome:
+    incident = get(conn, incident_id, lock=dialect.for_update)
+    if incident is None or incident.status != "open":
+        return AlertOutcome("ignored", incident, notify=False)
+    conn.execute(
+        "UPDATE incidents SET status = 'resolved', resolved_at = ?, resolution = ? WHERE id = ?",
+        (epoch(at), codec.dumps(codec.resolution(auto=auto, note=note, at=at)), incident_id),
+    )
+    conn.execute(
+        "UPDATE alerts SET status = 'resolved', ends_at = ?"
+        " WHERE incident_id = ? AND status = 'firing'",
+        (epoch(at), incident_id),
+    )
+    return AlertOutcome("resolved", get(conn, incident_id), notify=True)
+
+
+def set_narration(conn: Conn, incident_id: str, narration: dict[str, Any]) -> bool:
+    sql = "UPDATE incidents SET narration = ? WHERE id = ?"
+    return conn.execute(sql, (codec.dumps(narration), incident_id)).rowcount > 0
+
+
+def counts(conn: Conn) -> dict[str, dict[str, int]]:
+    """The `alerts` and `incidents` parts of stats()."""
+    by_status = {
+        s: n for s, n in conn.execute("SELECT status, COUNT(*) FROM alerts GROUP BY status")
+    }
+    firing, resolved = by_status.get("firing", 0), by_status.get("resolved", 0)
+    incidents = {"open": 0, "resolved": 0, "total": 0, "repeats": 0, "attached": 0}
+    for status, count, repeats, attached in conn.execute(
+        "SELECT status, COUNT(*), SUM(repeat_count), SUM(attached_count) FROM incidents"
+        " GROUP BY status"
+    ):
+        incidents[status] = count
+        incidents["total"] += count
+        incidents["repeats"] += int(repeats)
+        incidents["attached"] += int(attached)
+    return {
+        "alerts": {"firing": firing, "resolved": resolved, "total": firing + resolved},
+        "incidents": incidents,
+    }

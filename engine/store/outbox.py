@@ -1,0 +1,116 @@
+"""The delivery outbox: functions over a connection inside the store's transaction.
+
+Each (incident, sink) pair is a queue; its head is its lowest-id pending/sending
+delivery: delivered and dead ones drop out, so a dead letter does not block later
+messages, and a failing sink does not hold back the incident's other sinks. Claiming
+the heads is the dialect's (it is where row locking differs most: SQLite's writer lock
+against PostgreSQL's FOR UPDATE SKIP LOCKED). An incident's next delivery only becomes a
+head once the previous one is delivered or dead, which keeps per-incident order: its
+deliveries get increasing ids in commit order, because every transaction that adds some
+holds the incident's row lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from engine.store import codec
+from engine.store.base import Delivery, NewDelivery
+from engine.store.codec import epoch, from_epoch
+from engine.store.dialect import Conn, Dialect
+
+COLUMNS = (
+    "id, incident_id, sink, event, payload, attempts, status, next_attempt_at, last_error, "
+    "created_at"
+)
+STATUSES = ("pending", "sending", "delivered", "dead")
+
+
+def decode(row: Sequence[Any]) -> Delivery:
+    did, iid, sink, event, payload, attempts, status, next_at, error, created = row
+    return Delivery(
+        id=did,
+        incident_id=iid,
+        sink=sink,
+        event=event,
+        payload=codec.loads(payload),
+        attempts=attempts,
+        status=status,
+        next_attempt_at=from_epoch(next_at),
+        last_error=error,
+        created_at=from_epoch(created),
+    )
+
+
+def insert(
+    dialect: Dialect,
+    conn: Conn,
+    incident_id: str,
+    deliveries: Sequence[NewDelivery],
+    t_now: float,
+) -> None:
+    if dialect.for_update:
+        # The incident's row lock orders this against every other writer of the incident;
+        # the change that planned these usually holds it already.
+        conn.execute(f"SELECT 1 FROM incidents WHERE id = ?{dialect.for_update}", (incident_id,))
+    conn.executemany(
+        "INSERT INTO deliveries (incident_id, sink, event, payload, attempts, status,"
+        " next_attempt_at, created_at) VALUES (?, ?, ?, ?, 0, 'pending', ?, ?)",
+        [(incident_id, d.sink, d.event, codec.dumps(d.payload), t_now, t_now) for d in deliveries],
+    )
+
+
+def claim(
+    dialect: Dialect, conn: Conn, now: datetime, limit: int, lease: timedelta, worker: str
+) -> list[Delivery]:
+    t_now = epoch(now)
+    rows = dialect.claim_deliveries(conn, t_now, limit, t_now + lease.total_seconds(), worker)
+    return sorted((decode(r) for r in rows), key=lambda d: d.id)
+
+
+def _settle(
+    ok: bool, now: datetime, error: str | None, retry_at: datetime | None
+) -> tuple[str, tuple[float | str | None, ...]]:
+    """The SET clause and its arguments that settle a delivery: delivered, pending again
+    at retry_at, or dead."""
+    if ok:
+        return "status = 'delivered', delivered_at = ?", (epoch(now),)
+    if retry_at is not None:
+        return "status = 'pending', next_attempt_at = ?, last_error = ?", (epoch(retry_at), error)
+    return "status = 'dead', last_error = ?", (error,)
+
+
+def finish(
+    dialect: Dialect,
+    conn: Conn,
+    delivery_id: int,
+    ok: bool,
+    now: datetime,
+    error: str | None,
+    retry_at: datetime | None,
+) -> None:
+    sql = f"SELECT status FROM deliveries WHERE id = ?{dialect.for_update}"
+    row = conn.execute(sql, (delivery_id,)).fetchone()
+    if row is None:
+        raise KeyError(delivery_id)
+    if row[0] in ("delivered", "dead"):
+        return  # a late finish (its lease had expired) must not resurrect a settled delivery
+    sets, args = _settle(ok, now, error, retry_at)
+    conn.execute(
+        f"UPDATE deliveries SET {sets}, lease_until = NULL, worker = NULL WHERE id = ?",
+        (*args, delivery_id),
+    )
+
+
+def dead(conn: Conn, limit: int) -> list[Delivery]:
+    sql = f"SELECT {COLUMNS} FROM deliveries WHERE status = 'dead' ORDER BY id DESC LIMIT ?"
+    return [decode(r) for r in conn.execute(sql, (limit,))]
+
+
+def counts(conn: Conn) -> dict[str, int]:
+    by_status = {
+        s: n for s, n in conn.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
+    }
+    return {status: by_status.get(status, 0) for status in STATUSES}

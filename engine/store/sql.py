@@ -1,0 +1,308 @@
+"""`SQLStore`: the one implementation of `Store`, over a dialect (SQLite or PostgreSQL).
+
+Every method is one transaction of the dialect: `write` for changes (committed before
+the method returns, retried where the engine asks for it), `read` for questions. The
+SQL of incidents and the outbox lives in engine.store.incidents and .outbox; context
+records are here. What the two engines do differently is the dialect's (dialect.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from engine.model import CONTEXT_KINDS, Alert, ContextRecord, Incident
+from engine.store import codec, incidents, outbox
+from engine.store.base import (
+    AlertOutcome,
+    Delivery,
+    IncidentDraft,
+    NewContext,
+    PlanDeliveries,
+    planned,
+)
+from engine.store.codec import epoch, from_epoch
+from engine.store.dialect import Conn, Dialect
+from engine.store.migrations import apply_migrations
+
+PRUNE_CHUNK = 5_000  # rows per delete transaction: keeps the write lock short
+ID_RANGE = range(-(2**63), 2**63)  # SQL's 64-bit integer ids
+
+_CTX_SELECT = {
+    kind: f"SELECT id, service, ts, {', '.join(codec.column_names(kind))}, attributes FROM {kind}"
+    for kind in CONTEXT_KINDS
+}
+
+
+def context_query_sql(kind: str, *, with_service: bool) -> str:
+    """The SELECT query_context runs (tests ask each engine for its plan). Newest first is
+    the backward order of the (service, ts[, id]) / (ts[, id]) indexes: no sort step."""
+    where = "service = ? AND ts >= ? AND ts <= ?" if with_service else "ts >= ? AND ts <= ?"
+    return f"{_CTX_SELECT[kind]} WHERE {where} ORDER BY ts DESC, id DESC LIMIT ?"
+
+
+def _record(kind: str, row: Sequence[Any]) -> ContextRecord:
+    fields = codec.join_fields(kind, tuple(row[3:-1]), row[-1])
+    return ContextRecord(kind, str(row[0]), row[1], from_epoch(row[2]), fields)
+
+
+class SQLStore:
+    """`Store` over `dialect`; opening it applies the missing migrations."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.single_writer = dialect.single_writer
+        try:
+            apply_migrations(dialect)
+        except BaseException:
+            dialect.close()
+            raise
+
+    def close(self) -> None:
+        self.dialect.close()
+
+    def __enter__(self) -> SQLStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def reset_for_tests(self) -> None:
+        """Empty every table and restart the ids (tests only)."""
+        self.dialect.reset([*CONTEXT_KINDS, "deliveries", "alerts", "incidents"])
+
+    # --- context -------------------------------------------------------------------
+    def add_context(self, records: Sequence[NewContext]) -> list[ContextRecord]:
+        # Benchmarked against raw executemany: rows are built in one lean pass before the
+        # transaction starts, so it holds only the inserts.
+        rows: dict[str, list[list[Any]]] = {kind: [] for kind in CONTEXT_KINDS}
+        order: dict[str, list[int]] = {kind: [] for kind in CONTEXT_KINDS}
+        split = codec.split_fields
+        for i, rec in enumerate(records):
+            kind_rows = rows.get(rec.kind)
+            if kind_rows is None:
+                codec.check_kind(rec.kind)  # raises ValueError with the list of kinds
+            assert kind_rows is not None
+            columns, attributes = split(rec.kind, rec.fields)
+            kind_rows.append([rec.service, epoch(rec.ts), *columns, attributes])
+            order[rec.kind].append(i)
+        ids: list[int] = [0] * len(records)
+
+        def work(conn: Conn) -> None:
+            for kind, kind_rows in rows.items():
+                if kind_rows:
+                    new_ids = self.dialect.insert_context(conn, kind, kind_rows)
+                    for rid, i in zip(new_ids, order[kind], strict=True):
+                        ids[i] = rid
+
+        if records:
+            self.dialect.write(work)
+        return [
+            ContextRecord(rec.kind, str(ids[i]), rec.service, codec.aware(rec.ts), dict(rec.fields))
+            for i, rec in enumerate(records)
+        ]
+
+    def query_context(
+        self,
+        kind: str,
+        *,
+        start: datetime,
+        end: datetime,
+        service: str | None = None,
+        limit: int | None = None,
+    ) -> list[ContextRecord]:
+        codec.check_kind(kind)
+        args: list[Any] = [service] if service is not None else []
+        args += [epoch(start), epoch(end), self.dialect.unlimited if limit is None else limit]
+        sql = context_query_sql(kind, with_service=service is not None)
+        with self.dialect.read() as conn:
+            rows = conn.execute(sql, args).fetchall()
+        return [_record(kind, row) for row in rows]
+
+    def get_context(self, kind: str, record_id: str) -> ContextRecord | None:
+        codec.check_kind(kind)
+        try:
+            rid = int(record_id)
+        except (TypeError, ValueError):
+            return None
+        if rid not in ID_RANGE:
+            return None  # no such id can exist
+        with self.dialect.read() as conn:
+            row = conn.execute(f"{_CTX_SELECT[kind]} WHERE id = ?", (rid,)).fetchone()
+        return None if row is None else _record(kind, row)
+
+    def prune_context(self, before: datetime) -> int:
+        """Delete in chunks, each its own short transaction, so alerts are not held up.
+        Rows another replica's pruner is deleting right now are skipped (where the engine
+        has row locks), so two pruners share the work; the count is this call's."""
+        cutoff, total = epoch(before), 0
+        for kind in CONTEXT_KINDS:
+            sql = (
+                f"DELETE FROM {kind} WHERE id IN (SELECT id FROM {kind} WHERE ts < ?"
+                f" ORDER BY ts LIMIT ?{self.dialect.skip_locked})"
+            )
+
+            def delete_chunk(conn: Conn, sql: str = sql) -> int:
+                return conn.execute(sql, (cutoff, PRUNE_CHUNK)).rowcount
+
+            while True:
+                n = self.dialect.write(delete_chunk)
+                total += n
+                if n < PRUNE_CHUNK:
+                    break
+        return total
+
+    def context_counts(self) -> dict[str, int]:
+        with self.dialect.read(snapshot=True) as conn:
+            return _context_counts(conn)
+
+    def oldest_context_ts(self) -> datetime | None:
+        sql = " UNION ALL ".join(f"SELECT MIN(ts) FROM {k}" for k in CONTEXT_KINDS)
+        with self.dialect.read() as conn:
+            oldest = [row[0] for row in conn.execute(sql)]
+        present = [ts for ts in oldest if ts is not None]
+        return from_epoch(min(present)) if present else None
+
+    # --- alerts and incidents ----------------------------------------------------
+    def _plan(
+        self, conn: Conn, plan: PlanDeliveries | None, outcome: AlertOutcome, now: datetime
+    ) -> None:
+        """Run `plan` inside the caller's write transaction and store its deliveries, so
+        they commit (or roll back) together with the change that caused them. `plan` may
+        read the store (it sees the change) but must not write to it; it runs again when
+        the transaction is retried, and only the last run's deliveries are stored."""
+        deliveries = planned(plan, outcome)
+        if deliveries:
+            assert outcome.incident is not None  # planned() refuses deliveries without one
+            outbox.insert(self.dialect, conn, outcome.incident.id, deliveries, epoch(now))
+
+    def get_incident(self, incident_id: str) -> Incident | None:
+        with self.dialect.read() as conn:
+            return incidents.get(conn, incident_id)
+
+    def find_repeat(self, fingerprint: str, starts_at: datetime) -> Incident | None:
+        with self.dialect.read() as conn:
+            return incidents.find_repeat(conn, fingerprint, starts_at)
+
+    def list_incidents(
+        self,
+        *,
+        limit: int | None = 50,
+        status: str | None = None,
+        service: str | None = None,
+        team: str | None = None,
+        fingerprint: str | None = None,
+        since: datetime | None = None,
+    ) -> list[Incident]:
+        """Newest first by opened_at; `since` filters opened_at >= since; limit None: all."""
+        filters = {"status": status, "service": service, "team": team, "fingerprint": fingerprint}
+        limit = self.dialect.unlimited if limit is None or limit < 0 else limit
+        with self.dialect.read() as conn:
+            return incidents.select(conn, filters, since, limit)
+
+    def record_firing(
+        self,
+        draft: IncidentDraft,
+        *,
+        now: datetime,
+        renotify_after: timedelta,
+        plan: PlanDeliveries | None = None,
+    ) -> AlertOutcome:
+        """Repeat, else attach, else open (see `Store.record_firing`), in one transaction;
+        safe across processes (engine.store.incidents)."""
+
+        def work(conn: Conn) -> AlertOutcome:
+            outcome = incidents.record_firing(self.dialect, conn, draft, now, renotify_after)
+            self._plan(conn, plan, outcome, now)
+            return outcome
+
+        return self.dialect.write(work)
+
+    def record_resolved(
+        self, alert: Alert, *, now: datetime, plan: PlanDeliveries | None = None
+    ) -> AlertOutcome:
+        """Mark the alert resolved; resolve its incident when nothing of it still fires
+        (the rules: engine.store.incidents.record_resolved). When the rows belong to
+        several incidents, each is settled and `plan` runs once per incident; the outcome
+        returned is that of the newest row's incident."""
+
+        def work(conn: Conn) -> AlertOutcome:
+            outcomes = incidents.record_resolved(self.dialect, conn, alert, now)
+            for outcome in outcomes:
+                self._plan(conn, plan, outcome, now)
+            return outcomes[0]
+
+        return self.dialect.write(work)
+
+    def resolve_incident(
+        self,
+        incident_id: str,
+        *,
+        at: datetime,
+        note: str | None = None,
+        auto: bool = False,
+        plan: PlanDeliveries | None = None,
+    ) -> AlertOutcome:
+        """Resolve now; its still-firing alerts are marked resolved at `at` too, so a later
+        Alertmanager resolution for them is `ignored`."""
+
+        def work(conn: Conn) -> AlertOutcome:
+            outcome = incidents.resolve(self.dialect, conn, incident_id, at, note, auto)
+            self._plan(conn, plan, outcome, at)
+            return outcome
+
+        return self.dialect.write(work)
+
+    def set_narration(self, incident_id: str, narration: dict[str, Any]) -> None:
+        """Replace the narration. Raises KeyError for an unknown incident."""
+        found = self.dialect.write(
+            lambda conn: incidents.set_narration(conn, incident_id, narration)
+        )
+        if not found:
+            raise KeyError(incident_id)
+
+    def stats(self) -> dict[str, Any]:
+        with self.dialect.read(snapshot=True) as conn:
+            return {
+                **incidents.counts(conn),
+                "context": _context_counts(conn),
+                "outbox": outbox.counts(conn),
+            }
+
+    # --- delivery outbox ---------------------------------------------------------
+    def claim_deliveries(
+        self, *, now: datetime, limit: int, lease: timedelta, worker: str
+    ) -> list[Delivery]:
+        """Claim the due head of each (incident, sink) queue (see `Store.claim_deliveries`):
+        each delivery goes to one worker of one process until its lease expires. Dead
+        ones are skipped, so a message that exhausted its retries does not block the
+        incident's later ones (they still go out in order)."""
+        return self.dialect.write(
+            lambda conn: outbox.claim(self.dialect, conn, now, limit, lease, worker)
+        )
+
+    def finish_delivery(
+        self,
+        delivery_id: int,
+        *,
+        ok: bool,
+        now: datetime,
+        error: str | None = None,
+        retry_at: datetime | None = None,
+    ) -> None:
+        """ok -> delivered; else pending again at retry_at, or dead without one. A delivery
+        already delivered or dead stays so (a late finish from a worker whose lease
+        expired must not resurrect it). Raises KeyError for an unknown id."""
+        self.dialect.write(
+            lambda conn: outbox.finish(self.dialect, conn, delivery_id, ok, now, error, retry_at)
+        )
+
+    def dead_deliveries(self, limit: int = 50) -> list[Delivery]:
+        """Dead letters, newest first."""
+        with self.dialect.read() as conn:
+            return outbox.dead(conn, limit)
+
+
+def _context_counts(conn: Conn) -> dict[str, int]:
+    return {k: conn.execute(f"SELECT COUNT(*) FROM {k}").fetchone()[0] for k in CONTEXT_KINDS}
