@@ -7,22 +7,14 @@ and returns an empty, migrated store (or calls pytest.skip with the reason).
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-# `pytest` (unlike `python -m pytest`) does not put the checkout on sys.path and the
-# package is not installed in the venv; a `pythonpath = ["."]` in pyproject's
-# [tool.pytest.ini_options] would make this unnecessary.
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+from engine.store import Store, open_store
 
-from engine.store import Store, open_store  # noqa: E402
-
-from . import pg  # noqa: E402
+from . import pg
 
 POSTGRES_DSN_ENV = pg.POSTGRES_DSN_ENV
 
@@ -42,7 +34,7 @@ def _postgres(tmp_path: Path) -> Store:
     if not dsn:
         pytest.skip(pg.SKIP_REASON)
     store = open_store(pg.with_schema(dsn, pg.SCHEMAS.run_schema()))
-    store.reset_for_tests()  # type: ignore[attr-defined]
+    store.reset_for_tests()  # type: ignore[attr-defined]  # SQLStore's, not the protocol's
     return store
 
 
