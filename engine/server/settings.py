@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from engine.adapters.volume import VolumeFilter, add_volume_arguments, volume_from_args
 from engine.server.auth import AuthSettings, add_auth_arguments, auth_from_args
 from engine.server.limits import Limits, add_limit_arguments, limits_from_args
 from engine.timeutil import TimeFormatError, parse_duration
@@ -64,6 +65,8 @@ class ServeSettings:
     limits: Limits = field(default_factory=Limits)
     auth: AuthSettings = field(default_factory=AuthSettings)
     log_format: str = "text"
+    # What the OTLP and Loki adapters store (engine/adapters/volume.py).
+    volume: VolumeFilter = field(default_factory=VolumeFilter)
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -137,6 +140,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_limit_arguments(p, _size)
     add_auth_arguments(p)
+    add_volume_arguments(p, ENV_PREFIX)
     add_config_argument(p)
 
 
@@ -167,4 +171,5 @@ def settings_from_args(args: argparse.Namespace, rules: list[Path]) -> ServeSett
         limits=limits_from_args(args),
         auth=auth_from_args(args),
         log_format=getattr(args, "log_format", "text"),
+        volume=volume_from_args(args),
     )
