@@ -183,6 +183,9 @@ def test_get_unknown_and_invalid_ids(api):
     assert api.get("/api/incidents/a%20b").json()["field"] == "id"
     assert api.get("/api/context/logs/%D9%A1").status_code == 400  # Arabic-Indic digit one
     assert api.get("/api/context/logs/" + "9" * 20).status_code == 400
+    # 19 digits but past a 64-bit id: not found, not a server error
+    assert api.get(f"/api/context/logs/{2**63}").status_code == 404
+    assert api.get("/api/context/logs/" + "9" * 19).status_code == 404
     assert api.get("/api/context/spans/1").status_code == 404
 
 

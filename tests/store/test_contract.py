@@ -57,6 +57,9 @@ def test_get_context_missing(store: Store) -> None:
     assert store.get_context("logs", "999999") is None
     assert store.get_context("logs", "not-a-number") is None
     assert store.get_context("deploys", rec.id) is None
+    # Past SQL's 64-bit ids: no such record, on every backend (not an overflow error).
+    for far in (2**63, -(2**63) - 1, 10**30):
+        assert store.get_context("logs", str(far)) is None
 
 
 def test_query_context_window_is_inclusive_and_newest_first(store: Store) -> None:
