@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from engine.commands import load_rules
 from engine.narrate import StdoutReporter
 from engine.paths import rules_dir
+from engine.rulefiles import load_rules
 from engine.rules.ruleset import RuleSet
 from engine.server.app import AppState, create_app
 from engine.server.settings import ServeSettings

@@ -18,6 +18,7 @@ from engine.delivery.service import setup_delivery, start_delivery, stop_deliver
 from engine.llm.config import LLMConfigError
 from engine.llm.hook import llm_narrator
 from engine.narrate import StdoutReporter
+from engine.rulefiles import load_rules, rule_dirs
 from engine.server.app import AppState, create_app
 from engine.server.auth import startup_check
 from engine.server.logs import configure as configure_logs
@@ -83,8 +84,6 @@ def configure_logging(level: str, fmt: str = "text") -> None:
 
 
 def make_state(settings: ServeSettings) -> AppState | None:
-    from engine.commands import load_rules
-
     ruleset = load_rules(list(settings.rules))
     if ruleset is None:
         sys.stderr.write("incident-pilot: refusing to start with an invalid rule set\n")
@@ -111,8 +110,6 @@ def make_state(settings: ServeSettings) -> AppState | None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from engine.cli import rule_dirs
-
     settings = settings_from_args(args, rule_dirs(args.rules))
     configure_logging(settings.log_level, settings.log_format)
     problem = startup_check(settings.host, settings.auth)
