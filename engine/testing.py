@@ -5,14 +5,19 @@ client.
 - `free_port()`: a free TCP port on 127.0.0.1.
 - `ServerProcess`: `python -m engine serve` on a free loopback port with a temporary
   SQLite file; waits (bounded) for `/healthz`; always stopped on exit.
+- `open_app(settings)`: the app `serve` runs, built by the same `build_state` and
+  `create_app`, in this process (outbox worker started; no pruner, no SIGHUP handler);
+  `wait_for_deliveries(state)` waits until its outbox has sent everything due;
+  `printed(state)` is then what its stdout sink printed.
 - `AppClient`: a synchronous client for the app in this process (httpx `ASGITransport`),
-  no sockets, no lifespan (the retention pruner does not run).
+  no sockets, no lifespan.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import signal
 import socket
@@ -23,10 +28,15 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
+from starlette.applications import Starlette
 
+from engine.rules.ruleset import RuleSet
+from engine.server.app import create_app
+from engine.server.settings import ServeSettings
+from engine.server.state import AppState, build_state
 from engine.timeutil import format_ts, utcnow
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -280,10 +290,48 @@ class ServerProcess:
                 self._tmp.cleanup()
 
 
+def open_app(
+    settings: ServeSettings,
+    *,
+    ruleset: RuleSet | None = None,
+    stdout: TextIO | None = None,
+) -> tuple[AppState, Starlette]:
+    """The state and app `serve` builds from `settings` (the same `build_state` and
+    `create_app`), with the outbox worker running as under `serve`. In-process clients do
+    not run the lifespan, so the retention pruner and the SIGHUP handler stay off. The
+    stdout sink prints to `stdout`. Call `state.close()` when done."""
+    state = build_state(settings, ruleset=ruleset, stdout=stdout)
+    state.start()
+    return state, create_app(state)
+
+
+def wait_for_deliveries(state: AppState, timeout: float = 10.0) -> None:
+    """Wait until the outbox holds nothing pending or being sent (raises on timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outbox = state.store.stats().get("outbox") or {}
+        if not outbox.get("pending") and not outbox.get("sending"):
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"deliveries still due after {timeout}s: {outbox}")
+        time.sleep(0.02)
+
+
+def printed(state: AppState) -> str:
+    """What the stdout sink of an app from `open_app(..., stdout=io.StringIO())` printed,
+    once every delivery due has gone out."""
+    wait_for_deliveries(state)
+    sink = state.delivery.sinks["stdout"]
+    stream = getattr(sink, "stream", None)
+    if not isinstance(stream, io.StringIO):
+        raise TypeError("printed() needs an app opened with stdout=io.StringIO()")
+    return stream.getvalue()
+
+
 class AppClient:
     """A synchronous client for a Starlette app in this process (httpx ASGITransport).
 
-    No sockets and no lifespan: build the app with `engine.server.app.create_app`.
+    No sockets and no lifespan: build the app with `open_app`.
     """
 
     def __init__(self, app: Any, base_url: str = "http://incident-pilot.test") -> None:

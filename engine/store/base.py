@@ -103,6 +103,8 @@ def planned(plan: PlanDeliveries | None, outcome: AlertOutcome) -> list[NewDeliv
 
 
 class Store(Protocol):
+    single_writer: bool  # writes are serialised by the store: one writer thread suffices
+
     # --- context -----------------------------------------------------------
     def add_context(self, records: Sequence[NewContext]) -> list[ContextRecord]:
         """Store records (any mix of kinds) in one transaction; return them with ids."""

@@ -182,6 +182,8 @@ def redact(url: str) -> str:
 class PostgresStore:
     """`Store` on PostgreSQL. `url` as described in the module docstring."""
 
+    single_writer = False
+
     def __init__(self, url: str, *, pool_size: int | None = None) -> None:
         self.url = url
         self._conninfo, self.schema, url_pool_size = parse_url(url)

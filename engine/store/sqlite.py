@@ -54,6 +54,8 @@ _CTX_INSERT = {
 class SQLiteStore:
     """`Store` on SQLite. `path` is a file (created if missing) or ":memory:"."""
 
+    single_writer = True
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._memory = path == ":memory:"

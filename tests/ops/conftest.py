@@ -21,10 +21,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from engine.paths import rules_dir  # noqa: E402
-from engine.rules.loader import load_or_raise  # noqa: E402
-from engine.server.app import AppState, create_app  # noqa: E402
 from engine.server.settings import ServeSettings  # noqa: E402
-from engine.store import open_store  # noqa: E402
+from engine.testing import open_app  # noqa: E402
 from tests.ops.helpers import TOKENS_ENV, Server  # noqa: E402
 
 
@@ -41,11 +39,7 @@ class App:
         self.settings = ServeSettings(
             rules=(rules,), db=str(tmp_path / "app.db"), quiet=True, **settings
         )
-        self.store = open_store(self.settings.db)
-        self.state = AppState(
-            settings=self.settings, store=self.store, ruleset=load_or_raise([rules])
-        )
-        self.app = create_app(self.state)
+        self.state, self.app = open_app(self.settings)  # the wiring `serve` uses
         self.client = TestClient(self.app, raise_server_exceptions=False)
 
 
@@ -68,7 +62,7 @@ def make_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     yield factory
     for app in made:
         app.client.close()
-        app.store.close()
+        app.state.close()
 
 
 @pytest.fixture
