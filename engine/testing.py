@@ -173,24 +173,12 @@ class ServerProcess:
         return env
 
     def start(self) -> ServerProcess:
-        if self.proc is not None and self.proc.poll() is None:
-            raise ServerError("the server is already running")
+        """Launch and wait for /healthz; on a port taken meanwhile, again on another one."""
         last = ""
         for _attempt in range(3):
-            self.port = free_port()
-            self.starts += 1
-            # Append: a restart keeps what the earlier run printed.
-            with open(self._stdout_path, "ab") as out, open(self._stderr_path, "ab") as err:
-                self.proc = subprocess.Popen(
-                    self.command(),
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    env=self._env(),
-                    cwd=str(self.workdir),
-                )
+            self.launch()
             try:
-                self._wait_healthy()
+                self.wait_ready()
                 return self
             except ServerError as exc:
                 last = str(exc)
@@ -199,7 +187,28 @@ class ServerProcess:
                     break
         raise ServerError(last)
 
-    def _wait_healthy(self) -> None:
+    def launch(self) -> ServerProcess:
+        """Start the process on a free port without waiting for it (`wait_ready` does):
+        for starting several servers at once."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise ServerError("the server is already running")
+        self.port = free_port()
+        self.starts += 1
+        # Append: a restart keeps what the earlier run printed.
+        with open(self._stdout_path, "ab") as out, open(self._stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=self._env(),
+                cwd=str(self.workdir),
+            )
+        return self
+
+    def wait_ready(self) -> None:
+        """Poll /healthz (at most `startup_timeout` seconds); ServerError if the process
+        exits or does not answer in time."""
         assert self.proc is not None
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -218,6 +227,15 @@ class ServerProcess:
         raise ServerError(
             f"server did not answer /healthz within {self.startup_timeout}s:\n{self.stderr_text()}"
         )
+
+    def send_signal(self, sig: int) -> None:
+        assert self.proc is not None, "the server is not running"
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """Wait for the process to exit (after `send_signal`); its exit status."""
+        assert self.proc is not None, "the server is not running"
+        return self.proc.wait(timeout)
 
     def _terminate(self, sig: int, timeout: float = 10.0) -> int | None:
         proc, self.proc = self.proc, None

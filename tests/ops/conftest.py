@@ -22,8 +22,8 @@ if str(ROOT) not in sys.path:
 
 from engine.paths import rules_dir  # noqa: E402
 from engine.server.settings import ServeSettings  # noqa: E402
-from engine.testing import open_app  # noqa: E402
-from tests.ops.helpers import TOKENS_ENV, Server  # noqa: E402
+from engine.testing import ServerProcess, open_app  # noqa: E402
+from tests.ops.helpers import TOKENS_ENV, ops_server  # noqa: E402
 
 
 @pytest.fixture
@@ -67,22 +67,20 @@ def make_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[Any]:
-    started: list[Server] = []
+    started: list[ServerProcess] = []
 
-    def factory(*args: str, **kw: Any) -> Server:
-        server = Server(tmp_path, *args, **kw)
+    def factory(*args: str, **kw: Any) -> ServerProcess:
+        server = ops_server(tmp_path / f"server{len(started)}", *args, **kw)
         started.append(server)
         return server.start()
 
     yield factory
     for server in started:
-        server.stop()
+        server.close()
 
 
 @pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One shared server per test module (tokens on, shipped rules)."""
-    server = Server(tmp_path_factory.mktemp("live"))
-    server.start()
-    yield server
-    server.stop()
+    with ops_server(tmp_path_factory.mktemp("live")) as server:
+        yield server
