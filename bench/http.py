@@ -91,23 +91,6 @@ class Client:
         return status, body
 
 
-def wait_ready(port: int, timeout: float = 60.0, path: str = "/healthz") -> float:
-    """Poll until GET path answers 200; return the seconds it took."""
-    started = time.monotonic()
-    while True:
-        try:
-            client = Client(port, timeout=2)
-            status, _ = client.request("GET", path)
-            client.close()
-            if status == 200:
-                return time.monotonic() - started
-        except OSError:
-            pass
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"server on port {port} not ready after {timeout:.0f}s")
-        time.sleep(0.05)
-
-
 def load_worker(
     port: int,
     requests: list[tuple[str, bytes]],

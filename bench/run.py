@@ -25,11 +25,8 @@ import os
 import platform
 import shlex
 import shutil
-import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import datagen, handwritten
-from bench.http import Client, load_worker, wait_ready
+from bench.http import Client, load_worker
+from engine.testing import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "latest.json"
@@ -167,48 +165,31 @@ def proc_status(pid: int) -> dict[str, float]:
 # --- server processes ------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class NoopServer(ServerProcess):
+    """bench.noop_server (the floor: Starlette answering 200) with the same start, readiness
+    poll and stop as the engine's server."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.noop_server", "--port", str(self.port)]
+
+
+def engine_server(db: Path, workdir: Path) -> ServerProcess:
+    """`python -m engine serve --quiet` on `db` and a free loopback port; its output goes to
+    files in `workdir`."""
+    return ServerProcess(workdir, "--quiet", db=str(db), startup_timeout=120)
 
 
 @contextlib.contextmanager
-def server(
-    argv: list[str], logfile: Path, port: int
-) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
-    """Start a server process, wait for /healthz, stop it (SIGTERM, then SIGKILL)."""
-    with logfile.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            try:
-                ready = wait_ready(port, timeout=120)
-            except TimeoutError:
-                tail = logfile.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"server {argv} did not start:\n{tail}") from None
-            yield proc, ready
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+def running(srv: ServerProcess) -> Iterator[tuple[ServerProcess, float]]:
+    """Start `srv`, yield it with the seconds it took to answer /healthz, stop it."""
+    started = time.monotonic()
+    with srv:
+        yield srv, time.monotonic() - started
 
 
-def engine_server(db: Path, port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "engine",
-        "serve",
-        "--quiet",
-        "--db",
-        str(db),
-        "--port",
-        str(port),
-    ]
+def pid(srv: ServerProcess) -> int:
+    assert srv.proc is not None, "the server is not running"
+    return srv.proc.pid
 
 
 def run_workers(
@@ -295,12 +276,10 @@ def latency_section(mode: Mode, work: Path, t0: float) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         procs, clients, ready = {}, {}, {}
         for size in mode.sizes:
-            port = free_port()
-            argv = engine_server(dbs[size], port)
             procs[size], ready[size] = stack.enter_context(
-                server(argv, work / f"server-{size}.log", port)
+                running(engine_server(dbs[size], work / f"server-{size}"))
             )
-            clients[size] = Client(port)
+            clients[size] = Client(procs[size].port)
             post_alerts(clients[size], datagen.alerts(plans[size], mode.warmup_alerts, "w"), 0)
         log(f"latency: {len(mode.sizes)} servers up; {mode.alerts} alerts to each, interleaved")
         times: dict[int, list[float]] = {s: [] for s in mode.sizes}
@@ -324,7 +303,7 @@ def latency_section(mode: Mode, work: Path, t0: float) -> dict[str, Any]:
             repeat_times, repeat_outcomes, _ = post_alerts(
                 client, measured[size][: mode.repeat_alerts]
             )
-            mem = proc_status(proc.pid)
+            mem = proc_status(pid(proc))
             # A burst: several clients at once, each alert new (throughput, queueing); its
             # incidents stay open, so afterwards the many-open-incidents case is measured.
             burst_plan = datagen.alerts(plan, mode.burst_alerts * 4, tag="b" + tag)
@@ -612,12 +591,11 @@ def ingest_section(mode: Mode, work: Path, t0: float) -> dict[str, Any]:
     rounds: list[dict[str, Any]] = []
     db = work / "ingest.db"
     raw_db = work / "ingest-raw.db"
-    noop_port, port = free_port(), free_port()
-    noop_argv = [sys.executable, "-m", "bench.noop_server", "--port", str(noop_port)]
     with (
-        server(noop_argv, work / "noop.log", noop_port),
-        server(engine_server(db, port), work / "server-ingest.log", port) as (proc, _),
+        running(NoopServer(work / "noop")) as (noop_server, _),
+        running(engine_server(db, work / "server-ingest")) as (proc, _),
     ):
+        noop_port, port = noop_server.port, proc.port
         for r in range(mode.ingest_rounds):
             log(f"ingest round {r + 1}/{mode.ingest_rounds}: no-op endpoint")
             noop = run_workers(noop_port, per_single, 10**9, mode.single_seconds)
@@ -643,7 +621,7 @@ def ingest_section(mode: Mode, work: Path, t0: float) -> dict[str, Any]:
             rounds.append(
                 {"noop": noop, "healthz": health, "single": single, "batched": batched, "raw": raw}
             )
-        mem = proc_status(proc.pid)
+        mem = proc_status(pid(proc))
     for f in ("noop", "single", "batched"):
         for rd in rounds:
             if rd[f]["errors"]:

@@ -3,35 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from engine import __version__
-from engine.paths import rules_dir
-
-ENV_PREFIX = "INCIDENT_PILOT_"
-SHIPPED = "shipped"  # `--rules shipped` stands for the rules that come with incident-pilot
-
-
-def env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(ENV_PREFIX + name, default)
-
-
-def env_flag(name: str) -> bool:
-    return (env(name, "") or "").lower() in ("1", "true", "yes", "on")
-
-
-def rule_dirs(values: Sequence[str] | None) -> list[Path]:
-    """--rules values (or INCIDENT_PILOT_RULES, comma-separated); default: the shipped rules."""
-    if not values:
-        raw = env("RULES")
-        values = [v for v in (raw or "").split(",") if v.strip()] if raw else []
-    if not values:
-        return [rules_dir()]
-    return [rules_dir() if v == SHIPPED else Path(v).expanduser() for v in values]
+from engine.rulefiles import ENV_PREFIX, SHIPPED
 
 
 def add_rules_option(parser: argparse.ArgumentParser) -> None:
@@ -133,7 +109,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     parser.print_help()
     return 2
-
-
-def print_json(value: object) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.alerts import PayloadError, parse_payload
-from engine.cli import print_json, rule_dirs
 from engine.narrate import render_text
 from engine.pipeline import Pipeline
+from engine.rulefiles import load_rules, rule_dirs
 from engine.rules.problems import Problem
 from engine.rules.ruleset import RuleSet
 from engine.rules.yamlsrc import load_yaml
@@ -25,22 +25,8 @@ def _err(message: str) -> None:
     sys.stderr.write(f"incident-pilot: {message}\n")
 
 
-def load_rules(dirs: list[Path]) -> RuleSet | None:
-    """The rule set, or None after printing every error (warnings are printed too)."""
-    from engine.rules.loader import load_ruleset
-
-    for d in dirs:
-        if not d.is_dir():
-            _err(f"rules directory {d} does not exist")
-            return None
-    ruleset, problems = load_ruleset(dirs)
-    errors = [p for p in problems if p.level == "error"]
-    for p in errors:
-        sys.stderr.write(f"{p}\n")
-    if errors:
-        _err(f"{len(errors)} error(s) in the rules; fix them first (lint-rules shows them all)")
-        return None
-    return ruleset
+def print_json(value: object) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
 
 
 def _test_files(paths: list[str], ruleset: RuleSet) -> list[Path] | None:

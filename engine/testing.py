@@ -5,14 +5,19 @@ client.
 - `free_port()`: a free TCP port on 127.0.0.1.
 - `ServerProcess`: `python -m engine serve` on a free loopback port with a temporary
   SQLite file; waits (bounded) for `/healthz`; always stopped on exit.
+- `open_app(settings)`: the app `serve` runs, built by the same `build_state` and
+  `create_app`, in this process (outbox worker started; no pruner, no SIGHUP handler);
+  `wait_for_deliveries(state)` waits until its outbox has sent everything due;
+  `printed(state)` is then what its stdout sink printed.
 - `AppClient`: a synchronous client for the app in this process (httpx `ASGITransport`),
-  no sockets, no lifespan (the retention pruner does not run).
+  no sockets, no lifespan.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import signal
 import socket
@@ -23,10 +28,15 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
+from starlette.applications import Starlette
 
+from engine.rules.ruleset import RuleSet
+from engine.server.app import create_app
+from engine.server.settings import ServeSettings
+from engine.server.state import AppState, build_state
 from engine.timeutil import format_ts, utcnow
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -163,24 +173,12 @@ class ServerProcess:
         return env
 
     def start(self) -> ServerProcess:
-        if self.proc is not None and self.proc.poll() is None:
-            raise ServerError("the server is already running")
+        """Launch and wait for /healthz; on a port taken meanwhile, again on another one."""
         last = ""
         for _attempt in range(3):
-            self.port = free_port()
-            self.starts += 1
-            # Append: a restart keeps what the earlier run printed.
-            with open(self._stdout_path, "ab") as out, open(self._stderr_path, "ab") as err:
-                self.proc = subprocess.Popen(
-                    self.command(),
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    env=self._env(),
-                    cwd=str(self.workdir),
-                )
+            self.launch()
             try:
-                self._wait_healthy()
+                self.wait_ready()
                 return self
             except ServerError as exc:
                 last = str(exc)
@@ -189,7 +187,28 @@ class ServerProcess:
                     break
         raise ServerError(last)
 
-    def _wait_healthy(self) -> None:
+    def launch(self) -> ServerProcess:
+        """Start the process on a free port without waiting for it (`wait_ready` does):
+        for starting several servers at once."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise ServerError("the server is already running")
+        self.port = free_port()
+        self.starts += 1
+        # Append: a restart keeps what the earlier run printed.
+        with open(self._stdout_path, "ab") as out, open(self._stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=self._env(),
+                cwd=str(self.workdir),
+            )
+        return self
+
+    def wait_ready(self) -> None:
+        """Poll /healthz (at most `startup_timeout` seconds); ServerError if the process
+        exits or does not answer in time."""
         assert self.proc is not None
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -208,6 +227,15 @@ class ServerProcess:
         raise ServerError(
             f"server did not answer /healthz within {self.startup_timeout}s:\n{self.stderr_text()}"
         )
+
+    def send_signal(self, sig: int) -> None:
+        assert self.proc is not None, "the server is not running"
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """Wait for the process to exit (after `send_signal`); its exit status."""
+        assert self.proc is not None, "the server is not running"
+        return self.proc.wait(timeout)
 
     def _terminate(self, sig: int, timeout: float = 10.0) -> int | None:
         proc, self.proc = self.proc, None
@@ -280,10 +308,48 @@ class ServerProcess:
                 self._tmp.cleanup()
 
 
+def open_app(
+    settings: ServeSettings,
+    *,
+    ruleset: RuleSet | None = None,
+    stdout: TextIO | None = None,
+) -> tuple[AppState, Starlette]:
+    """The state and app `serve` builds from `settings` (the same `build_state` and
+    `create_app`), with the outbox worker running as under `serve`. In-process clients do
+    not run the lifespan, so the retention pruner and the SIGHUP handler stay off. The
+    stdout sink prints to `stdout`. Call `state.close()` when done."""
+    state = build_state(settings, ruleset=ruleset, stdout=stdout)
+    state.start()
+    return state, create_app(state)
+
+
+def wait_for_deliveries(state: AppState, timeout: float = 10.0) -> None:
+    """Wait until the outbox holds nothing pending or being sent (raises on timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outbox = state.store.stats().get("outbox") or {}
+        if not outbox.get("pending") and not outbox.get("sending"):
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"deliveries still due after {timeout}s: {outbox}")
+        time.sleep(0.02)
+
+
+def printed(state: AppState) -> str:
+    """What the stdout sink of an app from `open_app(..., stdout=io.StringIO())` printed,
+    once every delivery due has gone out."""
+    wait_for_deliveries(state)
+    sink = state.delivery.sinks["stdout"]
+    stream = getattr(sink, "stream", None)
+    if not isinstance(stream, io.StringIO):
+        raise TypeError("printed() needs an app opened with stdout=io.StringIO()")
+    return stream.getvalue()
+
+
 class AppClient:
     """A synchronous client for a Starlette app in this process (httpx ASGITransport).
 
-    No sockets and no lifespan: build the app with `engine.server.app.create_app`.
+    No sockets and no lifespan: build the app with `open_app`.
     """
 
     def __init__(self, app: Any, base_url: str = "http://incident-pilot.test") -> None:

@@ -100,10 +100,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def to_epoch(ts: datetime) -> float:
-    return ts.timestamp()
-
-
 def from_epoch(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 

@@ -13,14 +13,12 @@ from typing import Any
 
 import pytest
 
-from engine.commands import load_rules
-from engine.narrate import StdoutReporter
 from engine.paths import rules_dir
+from engine.rulefiles import load_rules
 from engine.rules.ruleset import RuleSet
-from engine.server.app import AppState, create_app
 from engine.server.settings import ServeSettings
-from engine.store import open_store
-from engine.testing import AppClient
+from engine.server.state import AppState
+from engine.testing import AppClient, open_app
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -46,20 +44,21 @@ def am_fixture() -> Callable[[str], dict[str, Any]]:
 def make_app(
     shipped_rules: RuleSet, tmp_path: Path
 ) -> Iterator[Callable[..., tuple[AppState, AppClient]]]:
-    """make_app(**ServeSettings fields, report="text"|"json"|None) -> (state, client).
+    """make_app(report="text"|"json", **ServeSettings fields) -> (state, client).
 
-    The app runs in this process on a SQLite file under tmp_path; with `report`, incidents
-    are printed to `state.reporter.stream` (an io.StringIO)."""
+    The app `serve` runs (engine.testing.open_app: the same wiring, the outbox worker
+    running), in this process, on a SQLite file under tmp_path, with the shipped rules.
+    `report` is the stdout format; what the stdout sink prints is
+    `engine.testing.printed(state)`."""
     made: list[tuple[AppState, AppClient]] = []
 
-    def make(report: str | None = None, **settings: Any) -> tuple[AppState, AppClient]:
+    def make(report: str = "text", **settings: Any) -> tuple[AppState, AppClient]:
         settings.setdefault("db", str(tmp_path / f"app{len(made)}.db"))
-        serve = ServeSettings(**settings)
-        reporter = StdoutReporter(report, io.StringIO()) if report else None
-        state = AppState(
-            settings=serve, store=open_store(serve.db), ruleset=shipped_rules, reporter=reporter
+        settings.setdefault("rules", (rules_dir(),))
+        state, app = open_app(
+            ServeSettings(format=report, **settings), ruleset=shipped_rules, stdout=io.StringIO()
         )
-        client = AppClient(create_app(state))
+        client = AppClient(app)
         made.append((state, client))
         return state, client
 
@@ -68,7 +67,7 @@ def make_app(
     finally:
         for state, client in made:
             client.close()
-            state.store.close()
+            state.close()
 
 
 @pytest.fixture

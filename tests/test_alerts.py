@@ -10,7 +10,7 @@ import pytest
 
 from engine.alerts import AlertLimits, PayloadError, fingerprint, parse_payload
 from engine.pipeline import AlertResult
-from engine.testing import make_alert, make_webhook, ts
+from engine.testing import make_alert, make_webhook, printed, ts
 from engine.timeutil import format_ts, parse_ts, utcnow
 
 AM = Path(__file__).resolve().parent / "fixtures" / "alertmanager"
@@ -254,7 +254,7 @@ def test_a_repeat_is_not_printed(make_app):
     alert = make_alert(service="checkout-api", pod="a", starts_at=ts(minutes=1))
     post(api, alert)
     post(api, alert)
-    lines = [json.loads(x) for x in state.reporter.stream.getvalue().splitlines()]
+    lines = [json.loads(x) for x in printed(state).splitlines()]
     assert [x["event"] for x in lines] == ["opened"]
 
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from engine.testing import make_alert, ts
+from engine.testing import make_alert, printed, ts
 from engine.timeutil import format_ts, parse_ts, utcnow
 
 
@@ -204,7 +204,7 @@ def test_resolve_by_hand_with_a_note(make_app):
     assert api.get(f"/api/incidents/{incident_id}").json() == inc
     again = api.post(f"/api/incidents/{incident_id}/resolve")
     assert again.status_code == 200 and again.json()["resolved"] is False
-    events = [json.loads(x)["event"] for x in state.reporter.stream.getvalue().splitlines()]
+    events = [json.loads(x)["event"] for x in printed(state).splitlines()]
     assert events == ["opened", "resolved"]
     stats = api.get("/api/stats").json()
     assert stats["since_start"]["outcome_resolved_by_hand"] == 1
@@ -239,8 +239,9 @@ def test_stats_shape_and_counts(api, am_fixture):
     stats = api.get("/api/stats").json()
     assert set(stats) == {
         "uptime_seconds", "rules_loaded", "since_start", "alerts", "incidents", "context",
-        "outbox",
+        "outbox", "dead_letters",
     }  # fmt: skip
+    assert stats["dead_letters"] == []
     assert stats["rules_loaded"] == 5
     assert stats["alerts"] == {"firing": 1, "resolved": 1, "total": 2}
     assert stats["incidents"] == {
@@ -276,7 +277,7 @@ def test_method_not_allowed_and_unknown_paths_are_json(api):
 def test_text_report_is_plain_off_a_terminal(make_app):
     state, api = make_app(report="text")
     incident_id = seed_demo(api)
-    out = state.reporter.stream.getvalue()
+    out = printed(state)
     assert "\x1b[" not in out
     assert f"[HIGH] 5xx rate above 5% on api-gateway  ({incident_id}, opened)" in out
     assert "HIGH deploy.recent_correlated" in out
@@ -301,7 +302,7 @@ def test_text_report_is_coloured_on_a_terminal():
 def test_json_report_is_one_object_per_line(make_app):
     state, api = make_app(report="json")
     incident_id = seed_demo(api)
-    [line] = state.reporter.stream.getvalue().splitlines()
+    [line] = printed(state).splitlines()
     event = json.loads(line)
     assert event["event"] == "opened"
     assert event["incident"] == api.get(f"/api/incidents/{incident_id}").json()

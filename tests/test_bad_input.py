@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 
 from engine.narrate import StdoutReporter
-from engine.server.app import AppState, create_app
+from engine.paths import rules_dir
 from engine.server.settings import ServeSettings
-from engine.store import open_store
-from engine.testing import AppClient, make_alert, make_webhook, ts
+from engine.testing import AppClient, make_alert, make_webhook, open_app, printed, ts
 
 JSON = {"content-type": "application/json"}
 NDJSON = {"content-type": "application/x-ndjson"}
@@ -149,10 +148,9 @@ def _snapshot(api: AppClient) -> dict[str, Any]:
 def seeded(shipped_rules, tmp_path_factory) -> Iterator[tuple[AppClient, dict[str, Any]]]:
     """An app holding an incident (the demo), context of every kind and a resolved incident."""
     db = tmp_path_factory.mktemp("bad-input") / "store.db"
-    state = AppState(
-        settings=ServeSettings(db=str(db)), store=open_store(str(db)), ruleset=shipped_rules
-    )
-    api = AppClient(create_app(state))
+    settings = ServeSettings(db=str(db), rules=(rules_dir(),), quiet=True)
+    state, app = open_app(settings, ruleset=shipped_rules)
+    api = AppClient(app)
     try:
         api.post("/context/deploys", json={**DEPLOY, "when": ts(minutes=3)})
         api.post(
@@ -167,7 +165,7 @@ def seeded(shipped_rules, tmp_path_factory) -> Iterator[tuple[AppClient, dict[st
         yield api, _snapshot(api)
     finally:
         api.close()
-        state.store.close()
+        state.close()
 
 
 @pytest.mark.parametrize(
@@ -249,7 +247,7 @@ def test_template_and_markup_labels_are_data(make_app, fmt):
     assert inc["title"] == "{{ 7*7 }} <b>x</b>"
     assert inc["team"] == ODD_LABELS["team"]
     assert r.headers["content-type"].startswith("application/json")
-    out = state.reporter.stream.getvalue()
+    out = printed(state)
     assert "xxx" not in out  # the {% for %} label was not run (nor {{ 7*7 }}: see below)
     if fmt == "json":
         assert json.loads(out)["incident"]["alert"]["labels"] == ODD_LABELS

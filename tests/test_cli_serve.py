@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import build_parser, rule_dirs
+from engine.cli import build_parser
 from engine.paths import rules_dir
+from engine.rulefiles import rule_dirs
 from engine.server.settings import settings_from_args
 from engine.testing import ServerProcess, make_alert, ts
 

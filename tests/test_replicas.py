@@ -14,10 +14,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -34,8 +30,8 @@ import httpx
 import pytest
 
 from engine.server.run import prune_interval
+from engine.testing import ServerProcess
 
-ROOT = Path(__file__).resolve().parents[1]
 DSN_ENV = "INCIDENT_PILOT_TEST_POSTGRES_DSN"
 DSN = os.environ.get(DSN_ENV)
 
@@ -61,12 +57,6 @@ def with_schema(dsn: str, schema: str) -> str:
     parts = urlsplit(dsn)
     query = [(k, v) for k, v in parse_qsl(parts.query) if k != "schema"] + [("schema", schema)]
     return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def iso(ts: datetime) -> str:
@@ -193,18 +183,18 @@ def start_sink() -> tuple[Sink, ThreadingHTTPServer]:
 @dataclass
 class Replica:
     name: str
-    port: int
-    proc: subprocess.Popen
-    log: Path
+    server: ServerProcess
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.server.url
+
+    def log_text(self) -> str:
+        return self.server.stdout_text() + self.server.stderr_text()
 
     def errors(self) -> list[str]:
-        text = self.log.read_text(errors="replace")
         bad = ("Traceback", "level=error", "pruning context failed", "internal error")
-        return [line for line in text.splitlines() if any(b in line for b in bad)]
+        return [line for line in self.log_text().splitlines() if any(b in line for b in bad)]
 
 
 def write_config(path: Path, sink: Sink, replica: str) -> None:
@@ -230,21 +220,10 @@ routes:
     )
 
 
-def start_replica(name: str, url: str, config: Path, tmp: Path) -> Replica:
-    port = free_port()
-    log = tmp / f"replica-{name}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENT_PILOT_")}
-    env[SECRET_ENV] = "stand-in-secret"
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [
-        sys.executable,
-        "-m",
-        "engine",
-        "serve",
-        "--db",
-        url,
-        "--port",
-        str(port),
+def launch_replica(name: str, url: str, config: Path, tmp: Path) -> Replica:
+    """`serve` on the shared schema, launched without waiting (see the `cluster` fixture)."""
+    server = ServerProcess(
+        tmp / f"replica-{name}",
         "--quiet",
         "--retention",
         f"{RETENTION_SECONDS}s",
@@ -252,35 +231,11 @@ def start_replica(name: str, url: str, config: Path, tmp: Path) -> Replica:
         str(config),
         "--log-level",
         "warning",
-    ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    return Replica(name, port, proc, log)
-
-
-def wait_ready(replica: Replica) -> None:
-    def up() -> bool:
-        if replica.proc.poll() is not None:
-            raise AssertionError(
-                f"replica {replica.name} exited ({replica.proc.returncode}):\n"
-                + replica.log.read_text(errors="replace")
-            )
-        try:
-            return httpx.get(replica.base + "/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(up, 30, f"replica {replica.name} to listen")
-
-
-def stop(replica: Replica) -> None:
-    if replica.proc.poll() is None:
-        replica.proc.send_signal(signal.SIGTERM)
-        try:
-            replica.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            replica.proc.kill()
-            replica.proc.wait(5)
+        db=url,
+        env={SECRET_ENV: "stand-in-secret"},
+        startup_timeout=30,
+    )
+    return Replica(name, server.launch())
 
 
 @dataclass
@@ -314,13 +269,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
         for name in ("a", "b"):  # started together: both migrate the fresh schema at once
             write_config(tmp / f"config-{name}.yaml", sink, name)
-            replicas.append(start_replica(name, url, tmp / f"config-{name}.yaml", tmp))
+            replicas.append(launch_replica(name, url, tmp / f"config-{name}.yaml", tmp))
         for r in replicas:
-            wait_ready(r)
+            r.server.wait_ready()
         yield Cluster(replicas[0], replicas[1], sink, url)
     finally:
         for r in replicas:
-            stop(r)
+            r.server.close()
         sink.release.set()
         server.shutdown()
         import psycopg
@@ -462,8 +417,7 @@ def test_killed_replica_leaves_its_deliveries_to_the_other(cluster: Cluster) -> 
         10,
         f"replica a to start sending (sink saw {[(h.replica, h.event) for h in cluster.sink.snapshot()][-12:]})",
     )
-    cluster.a.proc.kill()  # SIGKILL: no shutdown, no finish_delivery for what it holds
-    cluster.a.proc.wait(10)
+    cluster.a.server.kill()  # SIGKILL: no shutdown, no finish_delivery for what it holds
     mine = set(incidents)
     held = {
         h.delivery
@@ -489,7 +443,7 @@ def test_killed_replica_leaves_its_deliveries_to_the_other(cluster: Cluster) -> 
         )
         raise AssertionError(
             f"not all delivered: {rows}\nsink: {cluster.sink.snapshot()}\n"
-            f"b: {cluster.b.log.read_text()[-3000:]}"
+            f"b: {cluster.b.log_text()[-3000:]}"
         ) from None
     hits = [h for h in cluster.sink.snapshot() if h.incident in mine]
     answered_by_b = {h.incident for h in hits if h.replica == "b" and h.answered}

@@ -10,15 +10,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from engine.delivery.outbox import UNCONFIRMED
-from engine.delivery.service import DeliveryService, service_of
+from engine.delivery.service import DeliveryService
 from engine.store.base import Delivery
 from engine.timeutil import format_ts
 
 MAX_LIST = 500
 
 
-def _service(request: Request) -> DeliveryService | None:
-    return service_of(request.app.state.ip)
+def _service(request: Request) -> DeliveryService:
+    service: DeliveryService = request.app.state.ip.delivery  # engine.server.state.AppState
+    return service
 
 
 def delivery_summary(d: Delivery) -> dict[str, Any]:
@@ -39,10 +40,7 @@ def delivery_summary(d: Delivery) -> dict[str, Any]:
 
 
 async def get_config(request: Request) -> Response:
-    service = _service(request)
-    if service is None:
-        return JSONResponse({"error": "delivery is not configured on this server"}, 404)
-    return JSONResponse(service.effective_config())
+    return JSONResponse(_service(request).effective_config())
 
 
 async def list_deliveries(request: Request) -> Response:
@@ -66,8 +64,6 @@ async def list_deliveries(request: Request) -> Response:
 
 async def delivery_stats(request: Request) -> dict[str, Any]:
     """The `dead_letters` part of /api/stats: the newest few (the count is in `outbox`)."""
-    if _service(request) is None:
-        return {}
     dead = await run_in_threadpool(request.app.state.ip.store.dead_deliveries, 5)
     return {"dead_letters": [delivery_summary(d) for d in dead]}
 

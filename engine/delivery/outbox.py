@@ -196,15 +196,3 @@ class OutboxWorker:
         except Exception:  # the lease expires and the delivery is tried again
             log.exception("could not record the result of %s", where)
         return result
-
-    def run_once(self) -> int:
-        """Claim and send what is due, in this thread (tests, tools)."""
-        claimed = self.store.claim_deliveries(
-            now=self.clock(),
-            limit=self.policy.workers,
-            lease=timedelta(seconds=self.policy.lease),
-            worker=self.name,
-        )
-        for delivery in claimed:
-            self.process(delivery)
-        return len(claimed)

@@ -1,22 +1,23 @@
-"""Wiring: the configuration, its sinks, the `plan` the store runs and the outbox worker.
+"""Delivery as one object: the configuration, its sinks, the `plan` the store runs and the
+outbox worker.
 
-`setup_delivery(state)` is what `serve` calls: it loads the configuration (refusing an
-invalid one), hands the store's transactions the `plan`, wakes the worker when an alert
-was stored, and replaces the synchronous stdout printer by the `stdout` sink.
+engine.server.state builds one `DeliveryService` for the app (after `load_delivery_config`
+refused an invalid configuration), hands the store's transactions its `plan` and wakes
+the worker whenever an alert was stored.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TextIO
 
 from engine.delivery.config import DeliveryConfig, format_problem, load_config
 from engine.delivery.outbox import Narrator, OutboxWorker
 from engine.delivery.routing import Router, make_plan
 from engine.delivery.secrets import MASK, Redactor
 from engine.delivery.sinks import REGISTRY, Sink
+from engine.delivery.sinks.stdout import StdoutSink
 from engine.store.base import PlanDeliveries, Store
 
 log = logging.getLogger("incident_pilot.delivery")
@@ -36,7 +37,9 @@ class DeliveryService:
         quiet: bool = False,
         narrator: Narrator | None = None,
         sinks: Mapping[str, Sink] | None = None,
+        stdout: TextIO | None = None,
     ) -> None:
+        """`stdout`: where `stdout` sinks print (default: sys.stdout, looked up per send)."""
         self.config = config
         self.store = store
         self.redactor = Redactor(config.secrets.values())
@@ -46,7 +49,10 @@ class DeliveryService:
                 continue
             if spec.type == "stdout" and "format" not in spec.options:
                 spec.options["format"] = fmt
-            self.sinks[name] = REGISTRY[spec.type](spec)
+            if spec.type == "stdout":
+                self.sinks[name] = StdoutSink(spec, stdout)
+            else:
+                self.sinks[name] = REGISTRY[spec.type](spec)
         self.router = Router(config, quiet=quiet)
         self.plan: PlanDeliveries = make_plan(
             self.router, {n: s.supports_resolve for n, s in self.sinks.items()}, public_url
@@ -99,46 +105,18 @@ class DeliveryService:
         }
 
 
-def setup_delivery(state: Any, narrator: Narrator | None = None) -> bool:
-    """Attach delivery to a server's AppState; False (after printing why) when the
-    configuration is invalid."""
-    settings = state.settings
-    path = getattr(settings, "config", "") or None
+class DeliveryConfigError(Exception):
+    """The delivery configuration is invalid: `problems` says where and why."""
+
+    def __init__(self, path: str | None, problems: list[str]) -> None:
+        super().__init__(f"{len(problems)} problem(s) in the configuration {path}")
+        self.problems = problems
+
+
+def load_delivery_config(path: str | None) -> DeliveryConfig:
+    """The configuration in `path` (None: the built-in one); DeliveryConfigError when
+    it is invalid."""
     config, problems = load_config(path)
     if config is None:
-        for p in problems:
-            sys.stderr.write(format_problem(p) + "\n")
-        sys.stderr.write(
-            f"incident-pilot: refusing to start: {len(problems)} problem(s) in the "
-            f"configuration {path}\n"
-        )
-        return False
-    service = DeliveryService(
-        config,
-        state.store,
-        public_url=settings.public_url,
-        fmt=settings.format,
-        quiet=settings.quiet,
-        narrator=narrator,
-    )
-    state.pipeline.plan = service.plan
-    state.reporter = None  # stdout is a sink now, delivered through the outbox
-    state.listeners.append(service.wake)
-    state.delivery = service
-    return True
-
-
-def service_of(state: Any) -> DeliveryService | None:
-    return getattr(state, "delivery", None)
-
-
-def start_delivery(state: Any) -> None:
-    service = service_of(state)
-    if service is not None:
-        service.start()
-
-
-def stop_delivery(state: Any) -> None:
-    service = service_of(state)
-    if service is not None:
-        service.stop()
+        raise DeliveryConfigError(path, [format_problem(p) for p in problems])
+    return config

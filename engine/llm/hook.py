@@ -11,11 +11,12 @@ messages and retries reuse the stored narration: the LLM is asked at most once p
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from engine.llm.narrator import Narrator
+from engine.llm.narrator import Narrator, OnOutcome
 from engine.store.base import Store
 
 log = logging.getLogger("incident_pilot.llm")
@@ -63,8 +64,15 @@ def known_names(ownership: Iterable[Any]) -> set[str]:
     return names
 
 
-def llm_narrator(store: Store, ownership: Iterable[Any] = ()) -> DeliveryNarrator | None:
+def llm_narrator(
+    store: Store,
+    ownership: Iterable[Any] = (),
+    *,
+    environ: Mapping[str, str] = os.environ,
+    on_outcome: OnOutcome | None = None,
+) -> DeliveryNarrator | None:
     """For `serve`: the delivery hook when INCIDENT_PILOT_LLM_PROVIDER is set, else None.
-    Raises LLMConfigError (engine.llm.config) when the LLM settings are wrong."""
-    narrator = Narrator.from_env(known_names=known_names(ownership))
+    Raises LLMConfigError (engine.llm.config) when the LLM settings are wrong. Each
+    narration's outcome goes to `on_outcome` (the server's metrics)."""
+    narrator = Narrator.from_env(environ, known_names=known_names(ownership), on_outcome=on_outcome)
     return delivery_narrator(narrator, store) if narrator is not None else None

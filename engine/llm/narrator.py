@@ -14,7 +14,7 @@ import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from engine.llm.config import LLMConfig, load_config
@@ -26,20 +26,11 @@ from engine.narrate import render_text
 
 log = logging.getLogger("incident_pilot.llm")
 MAX_PROSE = 4000  # characters: a longer answer is not a narration
-# Narration outcomes since start (also reported to engine.server.metrics.narration()).
+# Narration outcomes since start (each also goes to the narrator's `on_outcome`, which the
+# server points at its metrics).
 OUTCOMES: Counter[str] = Counter()
 _outcomes_lock = threading.Lock()
-
-
-def _count(outcome: str) -> None:
-    with _outcomes_lock:
-        OUTCOMES[outcome] += 1
-    try:
-        from engine.server import metrics
-
-        metrics.narration(outcome)
-    except Exception:  # metrics must never break a narration
-        log.debug("could not count narration outcome %s", outcome, exc_info=True)
+OnOutcome = Callable[[str], None]  # called with "ok", "rejected", "timeout", ...
 
 
 def _outcome(reason: str) -> str:
@@ -75,23 +66,40 @@ class Narrator:
         *,
         known_names: Iterable[str] = (),
         client: ChatClient | None = None,
+        on_outcome: OnOutcome | None = None,
     ):
         self.config = config
         self.known_names = frozenset(n.lower() for n in known_names if n)
         self.client = client or ChatClient(config)
+        self.on_outcome = on_outcome
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] = os.environ, *, known_names: Iterable[str] = ()
+        cls,
+        environ: Mapping[str, str] = os.environ,
+        *,
+        known_names: Iterable[str] = (),
+        on_outcome: OnOutcome | None = None,
     ) -> Narrator | None:
         """None when INCIDENT_PILOT_LLM_PROVIDER is unset; raises LLMConfigError when the
         settings are wrong. `known_names`: services and teams the deployment knows (e.g. the
-        ownership table); naming one that the incident does not mention is ungrounded."""
+        ownership table); naming one that the incident does not mention is ungrounded.
+        `on_outcome` hears of every narration's outcome (the server's metrics)."""
         config = load_config(environ)
         if config is None:
             return None
         log.info("LLM narration on: %s", config.describe())
-        return cls(config, known_names=known_names)
+        return cls(config, known_names=known_names, on_outcome=on_outcome)
+
+    def _count(self, outcome: str) -> None:
+        with _outcomes_lock:
+            OUTCOMES[outcome] += 1
+        if self.on_outcome is None:
+            return
+        try:
+            self.on_outcome(outcome)
+        except Exception:  # metrics must never break a narration
+            log.debug("could not count narration outcome %s", outcome, exc_info=True)
 
     def narrate(self, incident: Incident) -> dict[str, Any]:
         """{"source": "llm", "text", "provider", "model"} when the prose is grounded, else
@@ -112,7 +120,7 @@ class Narrator:
             log.exception("LLM narration failed for incident %s", incident.id)
             reason = f"internal error ({type(exc).__name__})"
         else:
-            _count("ok")
+            self._count("ok")
             return {
                 "source": "llm",
                 "text": prose,
@@ -121,7 +129,7 @@ class Narrator:
             }
         reason = redact(reason, self.config.api_key)
         outcome = _outcome(reason)
-        _count(outcome)
+        self._count(outcome)
         # The reason may quote the prose (and so data): full text at debug level only; it is
         # also kept in the stored narration (`llm_rejected`).
         log.warning("LLM narration of %s not used (%s): template sent", incident.id, outcome)

@@ -7,12 +7,8 @@ import asyncio
 import contextvars
 import logging
 import re
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -23,93 +19,38 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Lifespan
 
-from engine.alerts import AlertLimits, PayloadError, parse_payload
+from engine.alerts import PayloadError, parse_payload
 from engine.delivery.api import delivery_routes, delivery_stats
-from engine.ingest import ContextLimits, parse_batch
+from engine.ingest import parse_batch
 from engine.model import CONTEXT_KINDS
-from engine.narrate import StdoutReporter
-from engine.pipeline import AlertResult, Pipeline, PipelineSettings
-from engine.rules.ruleset import RuleSet
+from engine.pipeline import AlertResult
 from engine.serialize import context_to_dict, incident_summary, incident_to_dict
 from engine.server.body import ClientError, media_type, parse_json_body, read_body
-from engine.server.settings import ServeSettings
-from engine.store.base import Store
-from engine.store.sqlite import SQLiteStore
+from engine.server.ops import install_ops
+from engine.server.state import AppState
 from engine.timeutil import TimeFormatError, parse_ts, utcnow
 
 log = logging.getLogger("incident_pilot")
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_LIST = 1000
 T = TypeVar("T")
-_context_writer: ThreadPoolExecutor | None = None
-
-
-def _writer() -> ThreadPoolExecutor:
-    global _context_writer
-    if _context_writer is None:
-        _context_writer = ThreadPoolExecutor(1, thread_name_prefix="incident-pilot-context")
-    return _context_writer
 
 
 async def run_context_write(state: AppState, fn: Callable[..., T], *args: Any) -> T:
-    """Run a context write off the event loop. SQLite serialises writes under one lock, so
-    one dedicated thread (asyncio's executor hop) does the job for less per request than
-    anyio's worker-thread pool; other stores use the pool. Like anyio's `run_sync`, the
-    call is shielded: a request timeout waits for the write to finish (acknowledged means
-    committed) and then takes effect."""
-    if not isinstance(state.store, SQLiteStore):
+    """Run a context write off the event loop. A store that serialises writes under one
+    lock (`single_writer`: SQLite) gets them from the state's one dedicated thread
+    (asyncio's executor hop), for less per request than anyio's worker-thread pool; other
+    stores use the pool. Like anyio's `run_sync`, the call is shielded: a request timeout
+    waits for the write to finish (acknowledged means committed) and then takes effect."""
+    writer = state.context_writer
+    if writer is None:
         return await run_in_threadpool(fn, *args)
     context = contextvars.copy_context()
     with anyio.CancelScope(shield=True):
-        return await asyncio.get_running_loop().run_in_executor(_writer(), context.run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(writer, context.run, fn, *args)
     raise AssertionError("a shielded scope is never cancelled")  # for the type checker
-
-
-# Which outcomes change an incident enough to be printed / delivered.
-REPORTED = {"opened", "attached", "resolved"}
-
-
-@dataclass
-class AppState:
-    settings: ServeSettings
-    store: Store
-    ruleset: RuleSet
-    reporter: StdoutReporter | None = None
-    started: float = field(default_factory=time.time)
-    counters: Counter[str] = field(default_factory=Counter)
-    listeners: list[Callable[[AlertResult], None]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __post_init__(self) -> None:
-        self.pipeline = Pipeline(
-            self.store,
-            lambda: self.ruleset,
-            PipelineSettings(renotify_after=self.settings.renotify_after),
-        )
-        self.alert_limits = AlertLimits(max_future=self.settings.max_future)
-        self.context_limits = ContextLimits(max_future=self.settings.max_future)
-
-    def count(self, key: str, n: int = 1) -> None:
-        with self.lock:
-            self.counters[key] += n
-
-    def handle_alert_sync(self, alert: Any) -> AlertResult:
-        result = self.pipeline.handle(alert)
-        self.count(f"alerts_{alert.status}")
-        self.count(f"outcome_{result.outcome.kind}")
-        incident = result.outcome.incident
-        if self.reporter and incident is not None and result.outcome.kind in REPORTED:
-            try:
-                self.reporter.report(incident, result.outcome.kind)
-            except Exception:  # printing must never lose an acknowledged alert
-                log.exception("could not print incident %s", incident.id)
-        for listener in self.listeners:
-            try:
-                listener(result)
-            except Exception:
-                log.exception("listener failed for alert %s", alert.fingerprint)
-        return result
 
 
 def _state(request: Request) -> AppState:
@@ -249,13 +190,7 @@ async def resolve_incident(request: Request) -> Response:
         raise ClientError(404, f"no incident {incident_id}", "id")
     if outcome.kind == "resolved":
         state.count("outcome_resolved_by_hand")
-        if state.reporter:
-            await run_in_threadpool(state.reporter.report, outcome.incident, "resolved")
-        for listener in state.listeners:
-            try:
-                listener(AlertResult(outcome.incident.alert, outcome))
-            except Exception:
-                log.exception("listener failed for resolve of %s", incident_id)
+        state.notify(AlertResult(outcome.incident.alert, outcome))
     return JSONResponse(
         {"resolved": outcome.kind == "resolved", "incident": incident_to_dict(outcome.incident)}
     )
@@ -281,8 +216,7 @@ async def get_context(request: Request) -> Response:
 async def get_stats(request: Request) -> Response:
     state = _state(request)
     stored = await run_in_threadpool(state.store.stats)
-    with state.lock:
-        counters = dict(state.counters)
+    counters = state.counters.snapshot()
     return JSONResponse(
         {
             "uptime_seconds": round(time.time() - state.started, 1),
@@ -346,9 +280,12 @@ def routes() -> list[Route]:
     ]
 
 
-def create_app(state: AppState) -> Starlette:
+def create_app(state: AppState, *, lifespan: Lifespan[Starlette] | None = None) -> Starlette:
+    """The app over a state from engine.server.state.build_state. `lifespan`: what runs
+    around serving (`serve` starts and stops the background work there)."""
     app = Starlette(
         routes=routes(),
+        lifespan=lifespan,
         exception_handlers={
             ClientError: _client_error,
             HTTPException: _http_error,
@@ -356,7 +293,5 @@ def create_app(state: AppState) -> Starlette:
         },
     )
     app.state.ip = state
-    from engine.server.ops import install_ops  # metrics, auth, limits, logs, reload, OpenAPI
-
-    install_ops(app, state)
+    install_ops(app, state)  # metrics, auth, limits, logs, reload, OpenAPI
     return app

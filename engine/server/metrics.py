@@ -1,13 +1,12 @@
 """Prometheus metrics for `GET /metrics`, on a per-app `CollectorRegistry`.
 
-Counters the app already keeps (`AppState.counters`: alerts by status, outcomes, context by
-kind) and store-derived gauges (oldest context record, outbox) are read at scrape time by a
+Counters the app already keeps (`Counters`: alerts by status, outcomes, context by kind)
+and store-derived gauges (oldest context record, outbox) are read at scrape time by a
 custom collector; rule evaluation is observed through an `AppState` listener. The scrape
 handler runs in a worker thread, so the collector may call the store.
 
-Other modules report through `Metrics.delivery()` / `Metrics.narration()`, or the
-module-level `delivery()` / `narration()`, which go to the most recently created `Metrics`
-(the one the running server uses) and do nothing when there is none.
+Other parts report through the methods they are handed: `Metrics.narration` is the
+narrator's `on_outcome` (engine.server.state wires it), `Metrics.delivery` counts a delivery.
 """
 
 from __future__ import annotations
@@ -25,26 +24,27 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from engine.server.counters import Counters
+from engine.store.base import Store
+
 if TYPE_CHECKING:
     from engine.pipeline import AlertResult
-    from engine.server.app import AppState
 
 log = logging.getLogger("incident_pilot.metrics")
 NS = "incident_pilot"
 RULE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-_current: Metrics | None = None
 disable_created_metrics()  # no *_created series: they double the output for nothing here
 
 
 class _StateCollector(Collector):
-    """Counters kept by AppState, and gauges read from the store, at scrape time."""
+    """The app's counters, and gauges read from the store, at scrape time."""
 
-    def __init__(self, state: AppState) -> None:
-        self.state = state
+    def __init__(self, store: Store, counters: Counters) -> None:
+        self.store = store
+        self.counters = counters
 
     def collect(self) -> Iterator[Metric]:
-        with self.state.lock:
-            counters = dict(self.state.counters)
+        counters = self.counters.snapshot()
         alerts = CounterMetricFamily(
             f"{NS}_alerts_received", "Alerts received on POST /alerts, by status", labels=["status"]
         )
@@ -76,8 +76,8 @@ class _StateCollector(Collector):
         )
         up = GaugeMetricFamily(f"{NS}_store_up", "1 when the store answered this scrape")
         try:
-            oldest = self.state.store.oldest_context_ts()
-            stats = self.state.store.stats()
+            oldest = self.store.oldest_context_ts()
+            stats = self.store.stats()
         except Exception:  # a scrape must answer even when the store does not
             log.warning("metrics: the store did not answer", exc_info=True)
             up.add_metric([], 0)
@@ -94,8 +94,7 @@ class _StateCollector(Collector):
 class Metrics:
     """Every metric of one app, on its own registry."""
 
-    def __init__(self, state: AppState) -> None:
-        global _current
+    def __init__(self, store: Store, counters: Counters, rules_loaded: int) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.findings = Counter(
@@ -133,11 +132,10 @@ class Metrics:
             ["method", "route", "status"], registry=r,
         )  # fmt: skip
         self._request_children: dict[tuple[str, str, int], Any] = {}
-        r.register(_StateCollector(state))
-        self.rules_loaded.set(len(state.ruleset.enabled))
+        r.register(_StateCollector(store, counters))
+        self.rules_loaded.set(rules_loaded)
         self.reload_success.set(1)
         self.reload_time.set(time.time())
-        _current = self
 
     def observe(self, result: AlertResult) -> None:
         """An AppState listener: rule timings, errors and findings of one alert."""
@@ -179,23 +177,7 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def delivery(sink: str, outcome: str) -> None:
-    """Count a delivery on the running server's metrics (no-op without one)."""
-    if _current is not None:
-        _current.delivery(sink, outcome)
-
-
-def narration(outcome: str) -> None:
-    """Count a narration outcome on the running server's metrics (no-op without one)."""
-    if _current is not None:
-        _current.narration(outcome)
-
-
-def current() -> Metrics | None:
-    return _current
-
-
 async def metrics_endpoint(request: Request) -> Response:
-    metrics: Metrics = request.app.state.metrics
+    metrics: Metrics = request.app.state.ip.metrics
     body = await run_in_threadpool(metrics.render)
     return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,8 +25,7 @@ from engine.rules.loader import load_ruleset
 from engine.rules.problems import Problem, SourceLocation
 
 if TYPE_CHECKING:
-    from engine.server.app import AppState
-    from engine.server.metrics import Metrics
+    from engine.server.state import AppState
 
 log = logging.getLogger("incident_pilot.reload")
 _lock = threading.Lock()  # one reload at a time (per process)
@@ -51,7 +49,7 @@ class ReloadResult:
         return out
 
 
-def reload_rules(state: AppState, metrics: Metrics | None = None) -> ReloadResult:
+def reload_rules(state: AppState) -> ReloadResult:
     """Load, lint and (when clean) swap in the rules from the configured directories.
     Synchronous: call from a worker thread."""
     with _lock:
@@ -78,24 +76,22 @@ def reload_rules(state: AppState, metrics: Metrics | None = None) -> ReloadResul
                 len(errors),
                 len(state.ruleset.enabled),
             )
-            if metrics is not None:
-                metrics.reloaded(False)
+            state.metrics.reloaded(False)
             return ReloadResult(False, len(state.ruleset.enabled), errors, warnings)
         state.ruleset = ruleset  # atomic: the pipeline reads it once per alert
         count = len(ruleset.enabled)
         log.info("rules reloaded: %d enabled rules from %s", count, ", ".join(map(str, dirs)))
-        if metrics is not None:
-            metrics.reloaded(True, count)
+        state.metrics.reloaded(True, count)
         return ReloadResult(True, count, [], warnings)
 
 
 async def post_reload(request: Request) -> Response:
     state: AppState = request.app.state.ip
-    result = await run_in_threadpool(reload_rules, state, request.app.state.metrics)
+    result = await run_in_threadpool(reload_rules, state)
     return JSONResponse(result.to_dict(), status_code=200 if result.ok else 422)
 
 
-def install_sighup(app: Starlette) -> Callable[[], None]:
+def install_sighup(state: AppState) -> Callable[[], None]:
     """Reload on SIGHUP (in a worker thread). Returns a function that removes the handler.
     A no-op where signals cannot be handled (Windows, a thread other than the main one)."""
     loop = asyncio.get_running_loop()
@@ -103,9 +99,7 @@ def install_sighup(app: Starlette) -> Callable[[], None]:
 
     def on_sighup() -> None:
         log.info("SIGHUP: reloading the rules")
-        task = asyncio.ensure_future(
-            run_in_threadpool(reload_rules, app.state.ip, app.state.metrics)
-        )
+        task = asyncio.ensure_future(run_in_threadpool(reload_rules, state))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 

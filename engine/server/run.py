@@ -1,4 +1,4 @@
-"""`incident-pilot serve`: load and check the rules, open the store, run uvicorn."""
+"""`incident-pilot serve`: build the service from the settings, run uvicorn."""
 
 from __future__ import annotations
 
@@ -7,35 +7,24 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 
-from engine.delivery.service import setup_delivery, start_delivery, stop_delivery
-from engine.llm.config import LLMConfigError
-from engine.llm.hook import llm_narrator
-from engine.narrate import StdoutReporter
-from engine.server.app import AppState, create_app
+from engine.rulefiles import rule_dirs
+from engine.server.app import create_app
 from engine.server.auth import startup_check
 from engine.server.logs import configure as configure_logs
 from engine.server.reload import install_sighup
-from engine.server.settings import ServeSettings, settings_from_args
-from engine.store import open_store
+from engine.server.settings import settings_from_args
+from engine.server.state import AppState, StartupError, build_state, print_startup_error, redact_db
 from engine.timeutil import utcnow
 
 log = logging.getLogger("incident_pilot")
-
-
-def redact_db(url: str) -> str:
-    """The store URL without its password, for logs."""
-    if "://" not in url:
-        return url
-    from engine.store.postgres import redact
-
-    return redact(url)
 
 
 def prune_interval(retention: timedelta) -> float:
@@ -56,14 +45,15 @@ async def prune_forever(state: AppState) -> None:
         await asyncio.sleep(interval)
 
 
-def build_app(state: AppState) -> Starlette:
-    app = create_app(state)
+def serving(state: AppState) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: the background work runs while the server does, and the state
+    (worker, store) is closed when it stops."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         pruner = asyncio.create_task(prune_forever(state))
-        remove_sighup = install_sighup(app)  # SIGHUP reloads the rules
-        start_delivery(state)  # the outbox worker (engine.delivery)
+        remove_sighup = install_sighup(state)  # SIGHUP reloads the rules
+        state.start()  # the outbox worker (engine.delivery)
         try:
             yield
         finally:
@@ -71,56 +61,22 @@ def build_app(state: AppState) -> Starlette:
             pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pruner
-            await run_in_threadpool(stop_delivery, state)
-            await run_in_threadpool(state.store.close)
+            await run_in_threadpool(state.close)
 
-    app.router.lifespan_context = lifespan
-    return app
-
-
-def configure_logging(level: str, fmt: str = "text") -> None:
-    configure_logs(level, fmt)  # key=value or JSON lines on stderr (engine.server.logs)
-
-
-def make_state(settings: ServeSettings) -> AppState | None:
-    from engine.commands import load_rules
-
-    ruleset = load_rules(list(settings.rules))
-    if ruleset is None:
-        sys.stderr.write("incident-pilot: refusing to start with an invalid rule set\n")
-        return None
-    try:
-        store = open_store(settings.db)
-    except Exception as exc:  # a bad path or URL is the operator's mistake: say it plainly
-        sys.stderr.write(
-            f"incident-pilot: cannot open the store {redact_db(settings.db)!r}: {exc}\n"
-        )
-        return None
-    reporter = None if settings.quiet else StdoutReporter(settings.format)
-    state = AppState(settings=settings, store=store, ruleset=ruleset, reporter=reporter)
-    try:  # optional LLM narration (engine.llm): off unless INCIDENT_PILOT_LLM_PROVIDER is set
-        narrator = llm_narrator(store, ruleset.ownership)
-    except LLMConfigError as exc:
-        sys.stderr.write(f"incident-pilot: refusing to start: {exc}\n")
-        store.close()
-        return None
-    if not setup_delivery(state, narrator):  # sinks, routes, outbox (engine.delivery)
-        store.close()
-        return None
-    return state
+    return lifespan
 
 
 def serve(args: argparse.Namespace) -> int:
-    from engine.cli import rule_dirs
-
     settings = settings_from_args(args, rule_dirs(args.rules))
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logs(settings.log_level, settings.log_format)  # key=value or JSON on stderr
     problem = startup_check(settings.host, settings.auth)
     if problem:
         sys.stderr.write(f"incident-pilot: {problem}\n")
         return 2
-    state = make_state(settings)
-    if state is None:
+    try:
+        state = build_state(settings)
+    except StartupError as exc:
+        print_startup_error(exc)
         return 1
     log.info(
         "incident-pilot listening on http://%s:%d (store %s, %d rules from %s)",
@@ -131,12 +87,12 @@ def serve(args: argparse.Namespace) -> int:
         ", ".join(str(d) for d in settings.rules),
     )
     uvicorn.run(
-        build_app(state),
+        create_app(state, lifespan=serving(state)),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,  # engine.server.logs writes one access line per request
-        log_config=None,  # keep the handlers configure_logging installed
+        log_config=None,  # keep the handlers configure_logs installed
         timeout_graceful_shutdown=30,
         **settings.limits.uvicorn_options(),
     )

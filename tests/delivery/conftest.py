@@ -19,12 +19,11 @@ from typing import Any
 
 import pytest
 
-from engine.delivery.service import DeliveryService, service_of, setup_delivery
+from engine.delivery.service import DeliveryService
 from engine.paths import rules_dir
-from engine.server.app import AppState, create_app
 from engine.server.settings import ServeSettings
-from engine.store import open_store
-from engine.testing import AppClient
+from engine.server.state import AppState
+from engine.testing import AppClient, open_app
 
 PUBLIC_URL = "http://incidents.example"
 FAST = """
@@ -171,19 +170,12 @@ def delivery_app(
             quiet=quiet,
             **kw,
         )
-        state = AppState(settings=settings, store=open_store(settings.db), ruleset=shipped_rules)
-        assert setup_delivery(state), "the test configuration is invalid"
-        service = service_of(state)
-        assert service is not None
-        service.start()
-        client = AppClient(create_app(state))
+        state, app = open_app(settings, ruleset=shipped_rules)  # the outbox worker runs
+        client = AppClient(app)
         made.append((state, client))
-        return state, client, service
+        return state, client, state.delivery
 
     yield make
     for state, client in made:
-        service = service_of(state)
-        if service is not None:
-            service.stop()
         client.close()
-        state.store.close()
+        state.close()

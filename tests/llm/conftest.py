@@ -3,7 +3,6 @@ LLM servers on loopback ports, and narrators configured the way the server is (e
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,6 +14,7 @@ from engine.pipeline import Pipeline
 from engine.rules.ruleset import RuleSet
 from engine.scenario import Scenario
 from engine.store import Store, open_store
+from engine.testing import free_port
 
 from .standin import StandIn
 
@@ -118,7 +118,4 @@ def make_narrator() -> Iterator[Callable[..., Narrator]]:
 @pytest.fixture
 def refused_url() -> str:
     """A loopback URL nothing listens on (the port was free a moment ago)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"

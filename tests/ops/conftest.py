@@ -21,11 +21,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from engine.paths import rules_dir  # noqa: E402
-from engine.rules.loader import load_or_raise  # noqa: E402
-from engine.server.app import AppState, create_app  # noqa: E402
 from engine.server.settings import ServeSettings  # noqa: E402
-from engine.store import open_store  # noqa: E402
-from tests.ops.helpers import TOKENS_ENV, Server  # noqa: E402
+from engine.testing import ServerProcess, open_app  # noqa: E402
+from tests.ops.helpers import TOKENS_ENV, ops_server  # noqa: E402
 
 
 @pytest.fixture
@@ -41,11 +39,7 @@ class App:
         self.settings = ServeSettings(
             rules=(rules,), db=str(tmp_path / "app.db"), quiet=True, **settings
         )
-        self.store = open_store(self.settings.db)
-        self.state = AppState(
-            settings=self.settings, store=self.store, ruleset=load_or_raise([rules])
-        )
-        self.app = create_app(self.state)
+        self.state, self.app = open_app(self.settings)  # the wiring `serve` uses
         self.client = TestClient(self.app, raise_server_exceptions=False)
 
 
@@ -68,27 +62,25 @@ def make_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     yield factory
     for app in made:
         app.client.close()
-        app.store.close()
+        app.state.close()
 
 
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[Any]:
-    started: list[Server] = []
+    started: list[ServerProcess] = []
 
-    def factory(*args: str, **kw: Any) -> Server:
-        server = Server(tmp_path, *args, **kw)
+    def factory(*args: str, **kw: Any) -> ServerProcess:
+        server = ops_server(tmp_path / f"server{len(started)}", *args, **kw)
         started.append(server)
         return server.start()
 
     yield factory
     for server in started:
-        server.stop()
+        server.close()
 
 
 @pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One shared server per test module (tokens on, shipped rules)."""
-    server = Server(tmp_path_factory.mktemp("live"))
-    server.start()
-    yield server
-    server.stop()
+    with ops_server(tmp_path_factory.mktemp("live")) as server:
+        yield server

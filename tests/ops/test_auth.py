@@ -137,5 +137,5 @@ def test_serve_refuses_a_public_address_without_tokens(tmp_path: Path) -> None:
 
 def test_no_tokens_logs_a_warning(server_factory) -> None:
     server = server_factory(tokens=False)
-    assert "authentication is OFF" in server.log()
-    assert "loopback only" in server.log()
+    assert "authentication is OFF" in server.stderr_text()
+    assert "loopback only" in server.stderr_text()

@@ -14,9 +14,9 @@ from tests.ops.helpers import TOKENS, alert, bearer
 
 def wait_for(server, text: str, timeout: float = 5.0) -> str:
     deadline = time.monotonic() + timeout
-    while text not in server.log() and time.monotonic() < deadline:
+    while text not in server.stderr_text() and time.monotonic() < deadline:
         time.sleep(0.05)
-    return server.log()
+    return server.stderr_text()
 
 
 def test_no_token_and_no_payload_in_the_logs(server_factory) -> None:
@@ -46,7 +46,7 @@ def test_no_token_and_no_payload_in_the_logs(server_factory) -> None:
         == 200
     )
     server.stop()
-    log = server.log()
+    log = server.stderr_text()
     assert "POST /context/logs 200" in log
     for token in TOKENS.values():
         assert token not in log

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.server import metrics as metrics_module
+from engine.testing import free_port
 from tests.ops.helpers import alert, bearer
 
 
@@ -59,7 +59,7 @@ def test_metrics_count_alerts_incidents_findings_context_and_rules(make_app) -> 
 def test_rule_errors_are_counted(make_app) -> None:
     app = make_app()
     rule = app.state.ruleset.enabled[0]
-    metrics = app.app.state.metrics
+    metrics = app.state.metrics
     from engine.pipeline import AlertResult
     from engine.rules.evaluate import Evaluation, RuleTrace
 
@@ -68,17 +68,31 @@ def test_rule_errors_are_counted(make_app) -> None:
     assert value(scrape(app.client), "incident_pilot_rule_errors", rule=rule.id) == 1
 
 
-def test_each_app_has_its_own_registry_and_the_module_hooks_reach_the_latest(make_app) -> None:
+def test_each_app_has_its_own_registry(make_app) -> None:
     first, second = make_app(), make_app()
     first.client.post("/alerts", json=alert(), headers=bearer("ingest"))
     assert value(scrape(second.client), "incident_pilot_alerts_received", status="firing") == 0
-    metrics_module.delivery("slack", "delivered")
-    metrics_module.narration("timeout")
-    second.app.state.metrics.delivery("pagerduty", "dead")
+    second.state.metrics.delivery("slack", "delivered")
+    second.state.metrics.delivery("pagerduty", "dead")
     m = scrape(second.client)
     assert value(m, "incident_pilot_deliveries", sink="slack", outcome="delivered") == 1
     assert value(m, "incident_pilot_deliveries", sink="pagerduty", outcome="dead") == 1
-    assert value(m, "incident_pilot_narrations", outcome="timeout") == 1
+    assert scrape(first.client)["incident_pilot_deliveries"] == []  # none counted there
+
+
+def test_narration_outcomes_reach_the_apps_metrics(make_app, monkeypatch) -> None:
+    """The narrator the state builds reports each outcome to that app's metrics."""
+    llm = {"PROVIDER": "ollama", "MODEL": "m", "TIMEOUT": "2"}
+    llm["BASE_URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens: an error
+    for name, setting in llm.items():
+        monkeypatch.setenv(f"INCIDENT_PILOT_LLM_{name}", setting)
+    app, other = make_app(), make_app()
+    r = app.client.post("/alerts", json=alert(), headers=bearer("ingest"))
+    incident_id = r.json()["results"][0]["incident"]
+    assert app.state.narrator is not None
+    assert app.state.narrator({"id": incident_id}, "trigger") is None  # the template is sent
+    assert value(scrape(app.client), "incident_pilot_narrations", outcome="error") == 1
+    assert scrape(other.client)["incident_pilot_narrations"] == []
 
 
 def test_metrics_open_by_default_and_read_scope_with_metrics_auth(make_app) -> None:

@@ -116,18 +116,15 @@ def _spec_of_a_fresh_app() -> dict:
     loader does not work with pytest 9, so the schema is loaded eagerly and the live
     server's base URL is given per call."""
     from engine.paths import rules_dir
-    from engine.rules.loader import load_or_raise
-    from engine.server.app import AppState, create_app
     from engine.server.openapi import build_spec
     from engine.server.settings import ServeSettings
-    from engine.store import open_store
+    from engine.testing import open_app
 
-    store = open_store(":memory:")
+    state, app = open_app(ServeSettings(db=":memory:", rules=(rules_dir(),), quiet=True))
     try:
-        state = AppState(ServeSettings(quiet=True), store, load_or_raise([rules_dir()]))
-        return build_spec(list(create_app(state).routes))
+        return build_spec(list(app.routes))
     finally:
-        store.close()
+        state.close()
 
 
 @schemathesis.serializer("application/x-ndjson")

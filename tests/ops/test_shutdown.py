@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.ops.helpers import Server, alert, bearer
+from tests.ops.helpers import alert, bearer, ops_server
 
 WORKERS = 8
 PER_WORKER = 60
@@ -37,7 +37,7 @@ def _load(url: str, worker: int, acked: list, stop: threading.Event) -> None:
 
 def test_sigterm_mid_load_keeps_every_acknowledged_write(tmp_path: Path) -> None:
     db = tmp_path / "shutdown.db"
-    server = Server(tmp_path, db=db).start()
+    server = ops_server(tmp_path / "first", db=db).start()
     acked: list[tuple[str, str, str]] = []
     stop = threading.Event()
     threads = [
@@ -49,20 +49,20 @@ def test_sigterm_mid_load_keeps_every_acknowledged_write(tmp_path: Path) -> None
         deadline = time.monotonic() + 10
         while len(acked) < 40 and time.monotonic() < deadline:
             time.sleep(0.01)
-        server.signal(signal.SIGTERM)
+        server.send_signal(signal.SIGTERM)
         # uvicorn re-raises the signal once shut down: the exit status is "killed by SIGTERM"
-        assert server.wait(30) in (0, -signal.SIGTERM), server.log()
+        assert server.wait(30) in (0, -signal.SIGTERM), server.stderr_text()
     finally:
         stop.set()
         for t in threads:
             t.join(15)
         server.stop()
     assert len(acked) >= 40
-    assert "Application shutdown complete" in server.log()
+    assert "Application shutdown complete" in server.stderr_text()
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
-    again = Server(tmp_path, db=db).start()
+    again = ops_server(tmp_path / "again", db=db).start()
     try:
         with httpx.Client(base_url=again.url, headers=bearer("read"), timeout=10) as client:
             for kind, key, ident in acked:

@@ -1,0 +1,201 @@
+"""The running service as one typed object, and the one function that builds it.
+
+`build_state(settings)` is the composition root: `serve` calls it, and so does the
+in-process app of the tests (engine.testing.open_app), so both run the same wiring: the
+store, the rules, metrics, LLM narration, delivery (its `plan` in every store transaction,
+its worker woken after each alert), the tokens and the request limits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from engine.alerts import AlertLimits
+from engine.delivery.service import DeliveryConfigError, DeliveryService, load_delivery_config
+from engine.ingest import ContextLimits
+from engine.llm.config import LLMConfigError
+from engine.llm.hook import DeliveryNarrator, llm_narrator
+from engine.model import Alert
+from engine.pipeline import AlertResult, Pipeline, PipelineSettings
+from engine.rulefiles import load_rules
+from engine.rules.ruleset import RuleSet
+from engine.server.auth import AuthConfigError, TokenSet, load_tokens
+from engine.server.counters import Counters
+from engine.server.metrics import Metrics
+from engine.server.settings import ServeSettings
+from engine.store import open_store
+from engine.store.base import Store
+
+log = logging.getLogger("incident_pilot")
+Listener = Callable[[AlertResult], None]
+
+
+class StartupError(Exception):
+    """The service cannot start. `serve` prints `details` (one problem a line), then the
+    message, and exits 1."""
+
+    def __init__(self, message: str, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or []
+
+
+def redact_db(url: str) -> str:
+    """The store URL without its password, for logs."""
+    if "://" not in url:
+        return url
+    from engine.store.postgres import redact  # only a URL store needs the Postgres driver
+
+    return redact(url)
+
+
+@dataclass
+class AppState:
+    settings: ServeSettings
+    store: Store
+    ruleset: RuleSet  # replaced whole by a reload; the pipeline reads it once per alert
+    delivery: DeliveryService
+    metrics: Metrics
+    narrator: DeliveryNarrator | None  # None unless INCIDENT_PILOT_LLM_PROVIDER is set
+    tokens: TokenSet
+    counters: Counters
+    # Told of every stored alert outcome (metrics, the delivery worker's wake-up).
+    listeners: list[Listener] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    pipeline: Pipeline = field(init=False)
+    alert_limits: AlertLimits = field(init=False)
+    context_limits: ContextLimits = field(init=False)
+    # One dedicated thread for context writes when the store serialises writes anyway
+    # (engine.server.app.run_context_write); None for the others.
+    context_writer: ThreadPoolExecutor | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pipeline = Pipeline(
+            self.store,
+            lambda: self.ruleset,
+            PipelineSettings(renotify_after=self.settings.renotify_after),
+            plan=self.delivery.plan,
+        )
+        limits, max_future = self.settings.limits, self.settings.max_future
+        self.alert_limits = limits.alert_limits(max_future=max_future)
+        self.context_limits = limits.context_limits(max_future=max_future)
+        self.context_writer = (
+            ThreadPoolExecutor(1, thread_name_prefix="incident-pilot-context")
+            if self.store.single_writer
+            else None
+        )
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counters.add(key, n)
+
+    def notify(self, result: AlertResult) -> None:
+        for listener in self.listeners:
+            try:
+                listener(result)
+            except Exception:
+                log.exception("listener failed for alert %s", result.alert.fingerprint)
+
+    def handle_alert_sync(self, alert: Alert) -> AlertResult:
+        result = self.pipeline.handle(alert)
+        self.count(f"alerts_{alert.status}")
+        self.count(f"outcome_{result.outcome.kind}")
+        self.notify(result)
+        return result
+
+    def start(self) -> None:
+        """Start the background work: the outbox worker (deliveries left from a previous
+        run go out first)."""
+        self.delivery.start()
+
+    def close(self) -> None:
+        """Stop the worker (sends in flight finish), then the context writer, then the store."""
+        try:
+            self.delivery.stop()
+            if self.context_writer is not None:
+                self.context_writer.shutdown(wait=True)
+        finally:
+            self.store.close()
+
+
+def build_state(
+    settings: ServeSettings,
+    *,
+    ruleset: RuleSet | None = None,
+    stdout: TextIO | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> AppState:
+    """The service `settings` describe, not started yet (`AppState.start`). `ruleset`:
+    already loaded rules (default: load `settings.rules`, printing every problem).
+    `stdout`: where the stdout sink prints incidents (default sys.stdout). `environ`:
+    where INCIDENT_PILOT_TOKENS and the LLM settings are read. Raises StartupError."""
+    if ruleset is None:
+        ruleset = load_rules(list(settings.rules))
+        if ruleset is None:
+            raise StartupError("refusing to start with an invalid rule set")
+    try:
+        tokens = load_tokens(settings.auth, dict(environ))
+    except AuthConfigError as exc:
+        raise StartupError(f"invalid token configuration: {exc}") from None
+    try:
+        store = open_store(settings.db)
+    except Exception as exc:  # a bad path or URL is the operator's mistake: say it plainly
+        raise StartupError(f"cannot open the store {redact_db(settings.db)!r}: {exc}") from None
+    try:
+        return _assemble(settings, store, ruleset, tokens, stdout, environ)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _assemble(
+    settings: ServeSettings,
+    store: Store,
+    ruleset: RuleSet,
+    tokens: TokenSet,
+    stdout: TextIO | None,
+    environ: Mapping[str, str],
+) -> AppState:
+    counters = Counters()
+    metrics = Metrics(store, counters, rules_loaded=len(ruleset.enabled))
+    try:  # optional LLM narration (engine.llm): off unless INCIDENT_PILOT_LLM_PROVIDER is set
+        narrator = llm_narrator(
+            store, ruleset.ownership, environ=environ, on_outcome=metrics.narration
+        )
+    except LLMConfigError as exc:
+        raise StartupError(f"refusing to start: {exc}") from None
+    try:  # sinks, routes, retries (engine.delivery)
+        config = load_delivery_config(settings.config or None)
+    except DeliveryConfigError as exc:
+        raise StartupError(f"refusing to start: {exc}", exc.problems) from None
+    delivery = DeliveryService(
+        config,
+        store,
+        public_url=settings.public_url,
+        fmt=settings.format,
+        quiet=settings.quiet,
+        narrator=narrator,
+        stdout=stdout,
+    )
+    return AppState(
+        settings=settings,
+        store=store,
+        ruleset=ruleset,
+        delivery=delivery,
+        metrics=metrics,
+        narrator=narrator,
+        tokens=tokens,
+        counters=counters,
+        listeners=[metrics.observe, delivery.wake],
+    )
+
+
+def print_startup_error(exc: StartupError) -> None:
+    for line in exc.details:
+        sys.stderr.write(line + "\n")
+    sys.stderr.write(f"incident-pilot: {exc}\n")
