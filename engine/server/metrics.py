@@ -113,6 +113,11 @@ class Metrics:
             f"{NS}_deliveries", "Delivery attempts, by sink and outcome", ["sink", "outcome"],
             registry=r,
         )  # fmt: skip
+        self.ingest_records = Counter(
+            f"{NS}_ingest_records", "Records pushed by collectors (OTLP, Loki), by source and "
+            "outcome (stored, filtered by the volume filter, rejected as invalid)",
+            ["source", "outcome"], registry=r,
+        )  # fmt: skip
         self.narrations = Counter(
             f"{NS}_narrations", "LLM narration attempts, by outcome", ["outcome"], registry=r
         )
@@ -183,6 +188,13 @@ def delivery(sink: str, outcome: str) -> None:
     """Count a delivery on the running server's metrics (no-op without one)."""
     if _current is not None:
         _current.delivery(sink, outcome)
+
+
+def ingest(source: str, outcome: str, n: int = 1) -> None:
+    """Count `n` pushed records of `source` (otlp_traces, otlp_logs, loki) by outcome:
+    stored, filtered or rejected (no-op without a running server's metrics)."""
+    if _current is not None:
+        _current.ingest_records.labels(source, outcome).inc(n)
 
 
 def narration(outcome: str) -> None:
