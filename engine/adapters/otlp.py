@@ -304,7 +304,7 @@ def _count(total: int, limits: OtlpLimits, noun: str) -> None:
 def is_entry_span(span: trace_pb2.Span) -> bool:
     """A root span, or the span where a service took over a request from another
     (server, consumer): one per request a service handled."""
-    return not span.parent_span_id or span.kind in ENTRY_KINDS
+    return not span.parent_span_id.strip(b"\0") or span.kind in ENTRY_KINDS
 
 
 def span_record(

@@ -175,6 +175,7 @@ def test_json_and_protobuf_decode_to_the_same_records() -> None:
 def test_only_root_and_entry_spans_are_stored_and_the_volume_filter_applies() -> None:
     request = traces(
         span("root", 900.0, kind=Span.SPAN_KIND_INTERNAL),
+        span("zero-parent", 900.0, kind=Span.SPAN_KIND_CLIENT, parent=bytes(8)),
         span("server", 10.0, parent=PARENT_ID),
         span("consumer", 900.0, kind=Span.SPAN_KIND_CONSUMER, parent=PARENT_ID),
         span("db", 2000.0, kind=Span.SPAN_KIND_CLIENT, parent=SPAN_ID),
@@ -184,7 +185,12 @@ def test_only_root_and_entry_spans_are_stored_and_the_volume_filter_applies() ->
     batch = otlp.decode_traces(
         request.SerializeToString(), "protobuf", utcnow(), volume=VolumeFilter(min_span_ms=100)
     )
-    assert [r.fields["name"] for r in batch.records] == ["root", "consumer", "fast-error"]
+    assert [r.fields["name"] for r in batch.records] == [
+        "root",
+        "zero-parent",
+        "consumer",
+        "fast-error",
+    ]
     assert (batch.filtered, batch.rejected) == (3, 0)
 
 
