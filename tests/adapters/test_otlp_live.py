@@ -161,3 +161,21 @@ def test_without_an_ingest_token_the_exporter_is_refused(server: Server) -> None
     provider.get_tracer("t").start_span("y").end()
     assert [r.name for r in refused.results] == ["FAILURE"]
     provider.shutdown()
+
+
+def test_the_documented_sdk_environment_variables_work(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/INGEST.md's recipe: endpoint, headers (URL-encoded) and gzip from the
+    environment, nothing in code."""
+    token = bearer("ingest")["Authorization"].removeprefix("Bearer ")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", server.url)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"Authorization=Bearer%20{token}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+    exporter = SpanExporter()
+    exporter.results = []
+    provider = TracerProvider(resource=Resource.create({"service.name": "env-configured"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.get_tracer("t").start_span("GET /", kind=SpanKind.SERVER).end()
+    provider.shutdown()
+    assert [r.name for r in exporter.results] == ["SUCCESS"]
