@@ -3,16 +3,12 @@ never waits on the disk. A 2xx answer is sent only after the store has committed
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import logging
 import re
 import time
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -29,6 +25,7 @@ from engine.pipeline import AlertResult
 from engine.serialize import context_to_dict, incident_summary, incident_to_dict
 from engine.server.body import ClientError, media_type, parse_json_body, read_body
 from engine.server.ops import install_ops
+from engine.server.otlp import otlp_routes
 from engine.server.state import AppState
 from engine.timeutil import TimeFormatError, parse_ts, utcnow
 
@@ -36,21 +33,6 @@ log = logging.getLogger("incident_pilot")
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_LIST = 1000
 T = TypeVar("T")
-
-
-async def run_context_write(state: AppState, fn: Callable[..., T], *args: Any) -> T:
-    """Run a context write off the event loop. A store that serialises writes under one
-    lock (`single_writer`: SQLite) gets them from the state's one dedicated thread
-    (asyncio's executor hop), for less per request than anyio's worker-thread pool; other
-    stores use the pool. Like anyio's `run_sync`, the call is shielded: a request timeout
-    waits for the write to finish (acknowledged means committed) and then takes effect."""
-    writer = state.context_writer
-    if writer is None:
-        return await run_in_threadpool(fn, *args)
-    context = contextvars.copy_context()
-    with anyio.CancelScope(shield=True):
-        return await asyncio.get_running_loop().run_in_executor(writer, context.run, fn, *args)
-    raise AssertionError("a shielded scope is never cancelled")  # for the type checker
 
 
 def _state(request: Request) -> AppState:
@@ -114,7 +96,7 @@ async def post_context(request: Request) -> Response:
         records = parse_batch(kind, body, utcnow(), state.context_limits)
     except PayloadError as exc:
         raise ClientError(400, exc.message, exc.field) from None
-    stored = await run_context_write(state, state.store.add_context, records)
+    stored = await state.run_context_write(state.store.add_context, records)
     state.count(f"context_{kind}", len(stored))
     return JSONResponse({"accepted": len(stored), "ids": [r.id for r in stored]})
 
@@ -277,6 +259,7 @@ def routes() -> list[Route]:
         Route("/api/rules", get_rules, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         *delivery_routes(),  # /api/config, /api/deliveries (engine.delivery)
+        *otlp_routes(),  # /v1/traces, /v1/logs (engine.server.otlp)
     ]
 
 

@@ -112,6 +112,11 @@ class Metrics:
             f"{NS}_deliveries", "Delivery attempts, by sink and outcome", ["sink", "outcome"],
             registry=r,
         )  # fmt: skip
+        self.ingest_records = Counter(
+            f"{NS}_ingest_records", "Records pushed by collectors (OTLP, Loki), by source and "
+            "outcome (stored, filtered by the volume filter, rejected as invalid)",
+            ["source", "outcome"], registry=r,
+        )  # fmt: skip
         self.narrations = Counter(
             f"{NS}_narrations", "LLM narration attempts, by outcome", ["outcome"], registry=r
         )
@@ -159,6 +164,11 @@ class Metrics:
     def delivery(self, sink: str, outcome: str) -> None:
         """One delivery attempt: outcome is e.g. delivered, retry, dead."""
         self.deliveries.labels(sink, outcome).inc()
+
+    def ingest(self, source: str, outcome: str, n: int = 1) -> None:
+        """Count `n` pushed records of `source` (otlp_traces, otlp_logs, loki) by outcome:
+        stored, filtered or rejected."""
+        self.ingest_records.labels(source, outcome).inc(n)
 
     def narration(self, outcome: str) -> None:
         """One narration attempt: outcome is e.g. ok, error, timeout, skipped."""
