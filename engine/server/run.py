@@ -20,6 +20,7 @@ from engine.llm.hook import llm_narrator
 from engine.narrate import StdoutReporter
 from engine.server.app import AppState, create_app
 from engine.server.auth import startup_check
+from engine.server.hooks import startup_check as hooks_startup_check
 from engine.server.logs import configure as configure_logs
 from engine.server.reload import install_sighup
 from engine.server.settings import ServeSettings, settings_from_args
@@ -115,7 +116,7 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args, rule_dirs(args.rules))
     configure_logging(settings.log_level, settings.log_format)
-    problem = startup_check(settings.host, settings.auth)
+    problem = startup_check(settings.host, settings.auth) or hooks_startup_check(settings)
     if problem:
         sys.stderr.write(f"incident-pilot: {problem}\n")
         return 2
