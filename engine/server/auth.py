@@ -25,6 +25,11 @@ MIN_TOKEN_LENGTH = 16
 REALM = 'Bearer realm="incident-pilot"'
 OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
 OTLP_PATHS = frozenset({"/v1/traces", "/v1/logs"})  # engine/server/otlp.py
+# The deploy webhooks (engine/server/hooks.py) are exempt from the bearer check because
+# GitHub and GitLab cannot send a bearer token. They are NOT open: each one ALWAYS checks
+# its provider's own signature or token, and answers 404 while that secret is unset,
+# whether or not API tokens are configured.
+SELF_AUTHENTICATED_PREFIX = "/hooks/"
 
 
 class AuthConfigError(ValueError):
@@ -129,8 +134,8 @@ def bind_problem(host: str, tokens: TokenSet, insecure: bool) -> str | None:
 
 
 def required_scope(method: str, path: str, metrics_auth: bool) -> str | None:
-    """The scope a request needs (None: open)."""
-    if path in OPEN_PATHS:
+    """The scope a request needs (None: no bearer token is checked)."""
+    if path in OPEN_PATHS or path.startswith(SELF_AUTHENTICATED_PREFIX):
         return None
     if path == "/metrics":
         return "read" if metrics_auth else None

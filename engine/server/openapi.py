@@ -22,7 +22,7 @@ from engine.server.otlp import otlp_operations
 FILES = (
     "alert", "alertmanager-webhook", "context-deploy", "context-log", "context-trace",
     "api-error", "api-incident", "api-context", "api-alerts-response", "api-service",
-    "api-delivery",
+    "api-delivery", "api-hook",
 )  # fmt: skip
 KIND = {"name": "kind", "in": "path", "required": True,
         "schema": {"type": "string", "enum": ["deploys", "logs", "traces"]}}  # fmt: skip
@@ -53,6 +53,26 @@ _ERROR_TEXT = {
     422: "The rules have errors; the previous rules stay in use",
     503: "Busy: the request took too long, or too many connections",
 }
+_HOOK_ERRORS = (400, 401, 404, 408, 413, 415, 503)  # 401: signature/token; 404: receiver off
+
+
+def _hook(summary: str, *headers: str) -> dict[str, Any]:
+    """A deploy webhook (engine/server/hooks.py): its own signature or token, no bearer."""
+    return {
+        "summary": summary,
+        "security": [],
+        "parameters": [
+            {"name": h, "in": "header", "required": False, "schema": {"type": "string"}}
+            for h in headers
+        ],
+        "requestBody": _body({"type": "object"}),
+        "responses": {
+            "200": _json("HookAnswer", "Committed, or acknowledged and not stored (see note)"),
+            **_errors(*_HOOK_ERRORS),
+        },
+    }
+
+
 _AUTH = (401, 403)
 _BODY = (400, 401, 403, 408, 413, 415, 503)
 
@@ -90,6 +110,17 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
                 **_errors(*_BODY, 404),
             },
         },
+        ("post", "/hooks/github"): _hook(
+            "GitHub deployment_status webhook (X-Hub-Signature-256)",
+            "X-GitHub-Event",
+            "X-Hub-Signature-256",
+        ),
+        ("post", "/hooks/gitlab"): _hook(
+            "GitLab deployment events webhook (X-Gitlab-Token)", "X-Gitlab-Event", "X-Gitlab-Token"
+        ),
+        ("post", "/hooks/argocd"): _hook(
+            "Argo CD Notifications webhook (its own bearer token)", "Authorization"
+        ),
         ("get", "/api/incidents"): {
             "summary": "List incidents, newest first (scope read)",
             "parameters": [

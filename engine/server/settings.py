@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from engine.adapters.deploy_config import add_hook_arguments
 from engine.adapters.volume import VolumeFilter, add_volume_arguments, volume_from_args
 from engine.server.auth import AuthSettings, add_auth_arguments, auth_from_args
 from engine.server.limits import Limits, add_limit_arguments, limits_from_args
@@ -67,6 +68,8 @@ class ServeSettings:
     log_format: str = "text"
     # What the OTLP and Loki adapters store (engine/adapters/volume.py).
     volume: VolumeFilter = field(default_factory=VolumeFilter)
+    # The deploy webhooks' service table (engine/adapters/deploy_config.py); "" = none.
+    deploy_services: str = ""
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -142,6 +145,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     add_auth_arguments(p)
     add_volume_arguments(p, ENV_PREFIX)
     add_config_argument(p)
+    add_hook_arguments(p)
 
 
 def add_config_argument(p: argparse.ArgumentParser) -> None:
@@ -172,4 +176,5 @@ def settings_from_args(args: argparse.Namespace, rules: list[Path]) -> ServeSett
         auth=auth_from_args(args),
         log_format=getattr(args, "log_format", "text"),
         volume=volume_from_args(args),
+        deploy_services=getattr(args, "deploy_services", "") or "",
     )

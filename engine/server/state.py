@@ -22,6 +22,7 @@ from typing import Any, TextIO, TypeVar
 import anyio
 from starlette.concurrency import run_in_threadpool
 
+from engine.adapters.deploy_config import HookConfig, load_hooks
 from engine.alerts import AlertLimits
 from engine.delivery.service import DeliveryConfigError, DeliveryService, load_delivery_config
 from engine.ingest import ContextLimits
@@ -71,6 +72,7 @@ class AppState:
     narrator: DeliveryNarrator | None  # None unless INCIDENT_PILOT_LLM_PROVIDER is set
     tokens: TokenSet
     counters: Counters
+    hooks: HookConfig  # the deploy webhooks' secrets and service table
     # Told of every stored alert outcome (metrics, the delivery worker's wake-up).
     listeners: list[Listener] = field(default_factory=list)
     started: float = field(default_factory=time.time)
@@ -189,6 +191,15 @@ def _assemble(
         )
     except LLMConfigError as exc:
         raise StartupError(f"refusing to start: {exc}") from None
+    hooks, problems = load_hooks(settings.deploy_services, environ)
+    if problems:
+        raise StartupError("invalid deploy webhook configuration: " + "; ".join(problems))
+    if hooks.secrets:
+        log.info(
+            "deploy webhooks on: %s (%d services mapped)",
+            ", ".join(f"/hooks/{p}" for p in hooks.secrets),
+            len(hooks.services),
+        )
     try:  # sinks, routes, retries (engine.delivery)
         config = load_delivery_config(settings.config or None)
     except DeliveryConfigError as exc:
@@ -211,6 +222,7 @@ def _assemble(
         narrator=narrator,
         tokens=tokens,
         counters=counters,
+        hooks=hooks,
         listeners=[metrics.observe, delivery.wake],
     )
 
