@@ -39,10 +39,16 @@ class Client:
             self.sock = None
 
     @staticmethod
-    def encode(method: str, path: str, body: bytes = b"", port: int = 0) -> bytes:
+    def encode(
+        method: str,
+        path: str,
+        body: bytes = b"",
+        port: int = 0,
+        content_type: str = "application/json",
+    ) -> bytes:
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         return head.encode() + body
 
@@ -93,16 +99,17 @@ class Client:
 
 def load_worker(
     port: int,
-    requests: list[tuple[str, bytes]],
+    requests: list[tuple[str, bytes]] | list[tuple[str, bytes, str]],
     max_requests: int,
     start_at: float,
     duration: float,
     method: str = "POST",
 ) -> dict[str, Any]:
-    """Run in its own process: send `requests` (path, body) in a loop on one keep-alive
-    connection from wall-clock `start_at`, until `max_requests` or `duration` seconds."""
+    """Run in its own process: send `requests` (path, body[, content type]) in a loop on
+    one keep-alive connection from wall-clock `start_at`, until `max_requests` or
+    `duration` seconds. Any 2xx answer counts as done (Loki's push answers 204)."""
     client = Client(port)
-    raw = [client.encode(method, path, body, port) for path, body in requests]
+    raw = [client.encode(method, req[0], req[1], port, *req[2:]) for req in requests]
     client.request("GET", "/healthz")  # connect before the start line
     delay = start_at - time.time()
     if delay > 0:
@@ -115,7 +122,7 @@ def load_worker(
     while done < max_requests:
         status, body = client.send(raw[done % n])
         done += 1
-        if status != 200:
+        if not 200 <= status < 300:
             errors += 1
             first_error = first_error or f"{status} {body[:200]!r}"
         if (done & 7) == 0 and time.time() >= deadline:
