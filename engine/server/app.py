@@ -33,6 +33,7 @@ from engine.pipeline import AlertResult, Pipeline, PipelineSettings
 from engine.rules.ruleset import RuleSet
 from engine.serialize import context_to_dict, incident_summary, incident_to_dict
 from engine.server.body import ClientError, media_type, parse_json_body, read_body
+from engine.server.loki import loki_routes
 from engine.server.settings import ServeSettings
 from engine.store.base import Store
 from engine.store.sqlite import SQLiteStore
@@ -343,6 +344,7 @@ def routes() -> list[Route]:
         Route("/api/rules", get_rules, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         *delivery_routes(),  # /api/config, /api/deliveries (engine.delivery)
+        *loki_routes(),  # POST /loki/api/v1/push (engine.server.loki)
     ]
 
 

@@ -24,6 +24,7 @@ SCOPES = ("ingest", "read", "admin")
 MIN_TOKEN_LENGTH = 16
 REALM = 'Bearer realm="incident-pilot"'
 OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
+INGEST_PATHS = frozenset({"/alerts", "/loki/api/v1/push"})  # POSTs that need `ingest`
 
 
 class AuthConfigError(ValueError):
@@ -133,7 +134,7 @@ def required_scope(method: str, path: str, metrics_auth: bool) -> str | None:
         return None
     if path == "/metrics":
         return "read" if metrics_auth else None
-    if method == "POST" and (path == "/alerts" or path.startswith("/context/")):
+    if method == "POST" and (path in INGEST_PATHS or path.startswith("/context/")):
         return "ingest"
     if path == "/-/reload" or (method == "POST" and path.startswith("/api/")):
         return "admin"

@@ -132,6 +132,11 @@ class Metrics:
             f"{NS}_http_requests", "HTTP requests, by method, route and status",
             ["method", "route", "status"], registry=r,
         )  # fmt: skip
+        self.ingest_records = Counter(
+            f"{NS}_ingest_records", "Records received by the collector-facing adapters, by "
+            "source and outcome (stored, filtered by the volume filter, rejected)",
+            ["source", "outcome"], registry=r,
+        )  # fmt: skip
         self._request_children: dict[tuple[str, str, int], Any] = {}
         r.register(_StateCollector(state))
         self.rules_loaded.set(len(state.ruleset.enabled))
@@ -165,6 +170,10 @@ class Metrics:
     def narration(self, outcome: str) -> None:
         """One narration attempt: outcome is e.g. ok, error, timeout, skipped."""
         self.narrations.labels(outcome).inc()
+
+    def ingest(self, source: str, outcome: str, n: int = 1) -> None:
+        """`n` records from an adapter (loki, otlp, ...): stored, filtered or rejected."""
+        self.ingest_records.labels(source, outcome).inc(n)
 
     def request(self, method: str, route: str, status: int) -> None:
         # Once per HTTP request: the labelled child is looked up once per (method, route,

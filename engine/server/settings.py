@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from engine.adapters.loki import DEFAULT_SERVICE_LABELS, add_loki_arguments
 from engine.adapters.volume import VolumeFilter, add_volume_arguments, volume_from_args
 from engine.server.auth import AuthSettings, add_auth_arguments, auth_from_args
 from engine.server.limits import Limits, add_limit_arguments, limits_from_args
@@ -67,6 +68,8 @@ class ServeSettings:
     log_format: str = "text"
     # What the OTLP and Loki adapters store (engine/adapters/volume.py).
     volume: VolumeFilter = field(default_factory=VolumeFilter)
+    # Stream labels that name the service of a Loki push, first match wins.
+    loki_service_labels: tuple[str, ...] = DEFAULT_SERVICE_LABELS
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -141,6 +144,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     add_limit_arguments(p, _size)
     add_auth_arguments(p)
     add_volume_arguments(p, ENV_PREFIX)
+    add_loki_arguments(p, ENV_PREFIX)
     add_config_argument(p)
 
 
@@ -172,4 +176,5 @@ def settings_from_args(args: argparse.Namespace, rules: list[Path]) -> ServeSett
         auth=auth_from_args(args),
         log_format=getattr(args, "log_format", "text"),
         volume=volume_from_args(args),
+        loki_service_labels=getattr(args, "loki_service_labels", DEFAULT_SERVICE_LABELS),
     )

@@ -135,6 +135,11 @@ def _ndjson(ctx, value) -> bytes:  # the spec gives NDJSON bodies as one string
     return str(value).encode("utf-8", "surrogatepass")
 
 
+@schemathesis.serializer("application/x-protobuf")
+def _protobuf(ctx, value) -> bytes:  # the Loki push: arbitrary bytes (a binary string)
+    return value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")
+
+
 SPEC = _spec_of_a_fresh_app()
 schema = schemathesis.openapi.from_dict(SPEC)
 CHECKS = [
