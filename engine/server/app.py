@@ -25,6 +25,7 @@ from engine.pipeline import AlertResult
 from engine.serialize import context_to_dict, incident_summary, incident_to_dict
 from engine.server.body import ClientError, media_type, parse_json_body, read_body
 from engine.server.hooks import hook_routes
+from engine.server.loki import loki_routes
 from engine.server.ops import install_ops
 from engine.server.otlp import otlp_routes
 from engine.server.state import AppState
@@ -262,6 +263,7 @@ def routes() -> list[Route]:
         *delivery_routes(),  # /api/config, /api/deliveries (engine.delivery)
         *otlp_routes(),  # /v1/traces, /v1/logs (engine.server.otlp)
         *hook_routes(),  # /hooks/github, /hooks/gitlab, /hooks/argocd (engine.server.hooks)
+        *loki_routes(),  # POST /loki/api/v1/push (engine.server.loki)
     ]
 
 

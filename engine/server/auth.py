@@ -24,7 +24,8 @@ SCOPES = ("ingest", "read", "admin")
 MIN_TOKEN_LENGTH = 16
 REALM = 'Bearer realm="incident-pilot"'
 OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
-OTLP_PATHS = frozenset({"/v1/traces", "/v1/logs"})  # engine/server/otlp.py
+# POSTs that need `ingest` (besides /context/*): Alertmanager, OTLP, Loki.
+INGEST_PATHS = frozenset({"/alerts", "/v1/traces", "/v1/logs", "/loki/api/v1/push"})
 # The deploy webhooks (engine/server/hooks.py) are exempt from the bearer check because
 # GitHub and GitLab cannot send a bearer token. They are NOT open: each one ALWAYS checks
 # its provider's own signature or token, and answers 404 while that secret is unset,
@@ -139,9 +140,7 @@ def required_scope(method: str, path: str, metrics_auth: bool) -> str | None:
         return None
     if path == "/metrics":
         return "read" if metrics_auth else None
-    if method == "POST" and (
-        path == "/alerts" or path.startswith("/context/") or path in OTLP_PATHS
-    ):
+    if method == "POST" and (path in INGEST_PATHS or path.startswith("/context/")):
         return "ingest"
     if path == "/-/reload" or (method == "POST" and path.startswith("/api/")):
         return "admin"

@@ -84,6 +84,30 @@ def _body(schema: dict[str, Any], ndjson: bool = False) -> dict[str, Any]:
     return {"required": True, "content": content}
 
 
+def _text_error(code: int) -> dict[str, Any]:  # Loki's clients expect plain-text errors
+    return {
+        "description": _ERROR_TEXT[code],
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+
+
+_LOKI_PUSH = {
+    "summary": "Loki push API: JSON, or snappy-compressed protobuf (scope ingest)",
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object", "required": ["streams"]}},
+            "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+    "responses": {
+        "204": {"description": "Committed (lines below the volume filter are dropped)"},
+        **{str(c): _text_error(c) for c in (400, 413, 415)},
+        **_errors(401, 403, 408, 503),
+    },
+}
+
+
 def _operations() -> dict[tuple[str, str], dict[str, Any]]:
     record = {"oneOf": [_ref(n) for n in ("ContextDeploy", "ContextLog", "ContextTrace")]}
     alerts_body = {
@@ -121,6 +145,7 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
         ("post", "/hooks/argocd"): _hook(
             "Argo CD Notifications webhook (its own bearer token)", "Authorization"
         ),
+        ("post", "/loki/api/v1/push"): _LOKI_PUSH,  # docs/INGEST.md
         ("get", "/api/incidents"): {
             "summary": "List incidents, newest first (scope read)",
             "parameters": [

@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from engine.adapters.deploy_config import add_hook_arguments
+from engine.adapters.loki import DEFAULT_SERVICE_LABELS, add_loki_arguments
 from engine.adapters.volume import VolumeFilter, add_volume_arguments, volume_from_args
 from engine.server.auth import AuthSettings, add_auth_arguments, auth_from_args
 from engine.server.limits import Limits, add_limit_arguments, limits_from_args
@@ -70,6 +71,8 @@ class ServeSettings:
     volume: VolumeFilter = field(default_factory=VolumeFilter)
     # The deploy webhooks' service table (engine/adapters/deploy_config.py); "" = none.
     deploy_services: str = ""
+    # Stream labels that name the service of a Loki push, first match wins.
+    loki_service_labels: tuple[str, ...] = DEFAULT_SERVICE_LABELS
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -144,6 +147,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     add_limit_arguments(p, _size)
     add_auth_arguments(p)
     add_volume_arguments(p, ENV_PREFIX)
+    add_loki_arguments(p, ENV_PREFIX)
     add_config_argument(p)
     add_hook_arguments(p)
 
@@ -176,5 +180,6 @@ def settings_from_args(args: argparse.Namespace, rules: list[Path]) -> ServeSett
         auth=auth_from_args(args),
         log_format=getattr(args, "log_format", "text"),
         volume=volume_from_args(args),
-        deploy_services=getattr(args, "deploy_services", "") or "",
+        deploy_services=args.deploy_services,
+        loki_service_labels=args.loki_service_labels,
     )

@@ -133,7 +133,7 @@ def _ndjson(ctx, value) -> bytes:  # the spec gives NDJSON bodies as one string
 
 
 @schemathesis.serializer("application/x-protobuf")
-def _protobuf(ctx, value) -> bytes:  # OTLP bodies: arbitrary bytes probe the decoder
+def _protobuf(ctx, value) -> bytes:  # OTLP and Loki bodies: arbitrary bytes probe the decoders
     return value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")
 
 

@@ -1,0 +1,508 @@
+"""The Loki push API (`POST /loki/api/v1/push`): bodies to `logs` context records.
+
+Pure functions, no HTTP: `decode_push` turns a body (JSON, or snappy-compressed protobuf,
+either optionally gzip-encoded) into streams, `to_records` maps each entry of each stream
+to a `NewContext("logs", ...)`. Both raise `LokiError` (a status and a plain message) for
+anything a client got wrong; nothing else escapes for a client's mistake.
+
+Mapping (docs/INGEST.md):
+- service: the first of `service_labels` that the stream has (default service_name,
+  service, app, job); none of them: "unknown".
+- level: a `level`, `detected_level`, `severity` or `lvl` label, then the same names in
+  the entry's structured metadata, then `level=...` (logfmt) or `"level": "..."` (JSON) in
+  the line; normalised by `engine.adapters.volume.normalise_level` (a word it does not
+  know is kept upper-cased), else "UNKNOWN".
+- message: the line. attributes: the structured metadata, then every stream label but
+  the one that named the service (a label wins over metadata of the same name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import cramjam
+from google.protobuf.message import DecodeError
+
+from engine.adapters import loki_push_pb2
+from engine.adapters.volume import normalise_level
+from engine.store.base import NewContext
+from engine.timeutil import format_ts
+
+DEFAULT_SERVICE_LABELS = ("service_name", "service", "app", "job")
+LEVEL_KEYS = ("level", "detected_level", "severity", "lvl")
+UNKNOWN_SERVICE = "unknown"
+UNKNOWN_LEVEL = "UNKNOWN"
+MAX_LINE = 64 * 1024  # characters of a line kept (engine.ingest.MAX_TEXT); longer is cut
+MAX_VALUE = 64 * 1024  # a label or metadata value
+MAX_SERVICE = 256  # engine.ingest.MAX_NAME
+JSON_TYPES = frozenset({"application/json"})
+PROTOBUF_TYPES = frozenset({"application/x-protobuf"})
+_HEX = frozenset("0123456789abcdefABCDEF")
+_OCTAL = frozenset("01234567")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+_LOGFMT_LEVEL = re.compile(r'(?:^|[\s,;])(?:level|lvl|severity)=(?:"([^"]*)"|([^\s",;]+))')
+_JSON_LEVEL = re.compile(r'"(?:level|lvl|severity|log\.level)"\s*:\s*"([^"\\]*)"')
+
+
+class LokiError(Exception):
+    """A client mistake: the HTTP status, a plain message, and how many entries the
+    rejected request held (0 when the body could not be read that far)."""
+
+    def __init__(self, status: int, message: str, entries: int = 0) -> None:
+        super().__init__(message)
+        self.status, self.message, self.entries = status, message, entries
+
+
+class LabelSyntaxError(ValueError):
+    """A label string that is not Prometheus label syntax; the message says where."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    ns: int  # Unix time in nanoseconds
+    line: str
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Stream:
+    labels: dict[str, str]
+    entries: list[Entry] = field(default_factory=list)
+
+
+# --- the label string ---------------------------------------------------------------
+
+_SIMPLE_ESCAPES = {
+    "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
+    "\\": "\\",
+}  # fmt: skip
+
+
+def _quoted(text: str, i: int) -> tuple[str, int]:
+    """The string literal starting at text[i] (a quote) and the index after it.
+
+    Go's (and PromQL's) literal syntax, which is what Promtail and Alloy write with
+    strconv.Quote: "..." and '...' with backslash escapes (\\a \\b \\f \\n \\r \\t \\v
+    \\\\, the quote itself, \\xHH and \\NNN bytes, \\uHHHH and \\UHHHHHHHH code points),
+    and `...` raw. Bytes from \\x / octal escapes are decoded as UTF-8 together."""
+    quote = text[i]
+    i += 1
+    if quote == "`":
+        end = text.find("`", i)
+        if end < 0:
+            raise LabelSyntaxError(f"unterminated raw string starting at offset {i - 1}")
+        return text[i:end], end + 1
+    out: list[str] = []
+    pending = bytearray()  # \x and octal escapes: bytes that may form UTF-8 together
+
+    def flush() -> None:
+        if pending:
+            out.append(pending.decode("utf-8", "replace"))
+            pending.clear()
+
+    while True:
+        if i >= len(text):
+            raise LabelSyntaxError(f"unterminated string starting before offset {i}")
+        c = text[i]
+        if c == quote:
+            flush()
+            return "".join(out), i + 1
+        if c == "\n":
+            raise LabelSyntaxError(f"newline inside a quoted string at offset {i}")
+        if c != "\\":
+            flush()
+            out.append(c)
+            i += 1
+            continue
+        if i + 1 >= len(text):
+            raise LabelSyntaxError(f"unterminated escape at offset {i}")
+        e = text[i + 1]
+        if e in _SIMPLE_ESCAPES or e == quote:
+            flush()
+            out.append(_SIMPLE_ESCAPES.get(e, e))
+            i += 2
+        elif e == "x" or e in "01234567":
+            digits, allowed = (
+                (text[i + 2 : i + 4], _HEX) if e == "x" else (text[i + 1 : i + 4], _OCTAL)
+            )
+            ok = len(digits) == (2 if e == "x" else 3) and all(d in allowed for d in digits)
+            value = int(digits, 16 if e == "x" else 8) if ok else -1
+            if not 0 <= value <= 255:
+                raise LabelSyntaxError(f"invalid byte escape at offset {i}")
+            pending.append(value)
+            i += 4
+        elif e in "uU":
+            size = 4 if e == "u" else 8
+            digits = text[i + 2 : i + 2 + size]
+            ok = len(digits) == size and all(d in _HEX for d in digits)
+            cp = int(digits, 16) if ok else -1
+            if not 0 <= cp <= 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
+                raise LabelSyntaxError(f"invalid unicode escape at offset {i}")
+            flush()
+            out.append(chr(cp))
+            i += 2 + size
+        else:
+            raise LabelSyntaxError(f"unknown escape \\{e} at offset {i}")
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """`{name="value", other="v"}` -> {"name": "value", "other": "v"}.
+
+    Prometheus label syntax as Loki streams carry it: names [a-zA-Z_][a-zA-Z0-9_]*, values
+    quoted (see `_quoted`), pairs separated by commas (a trailing one allowed), spaces
+    between tokens allowed. `{}` is an empty set; anything else raises LabelSyntaxError."""
+    i, n = 0, len(text)
+
+    def skip(j: int) -> int:
+        while j < n and text[j] in " \t\r\n":
+            j += 1
+        return j
+
+    i = skip(i)
+    if i >= n or text[i] != "{":
+        raise LabelSyntaxError("a label set starts with '{'")
+    labels: dict[str, str] = {}
+    i = skip(i + 1)
+    while True:
+        if i < n and text[i] == "}":
+            i = skip(i + 1)
+            break
+        match = _LABEL_NAME.match(text, i)
+        if match is None:
+            raise LabelSyntaxError(f"expected a label name or '}}' at offset {i}")
+        name = match.group()
+        i = skip(match.end())
+        if i >= n or text[i] != "=":
+            raise LabelSyntaxError(f"expected '=' after label {name!r} at offset {i}")
+        i = skip(i + 1)
+        if i >= n or text[i] not in "\"'`":
+            raise LabelSyntaxError(f"expected a quoted value for label {name!r} at offset {i}")
+        value, i = _quoted(text, i)
+        if name in labels:
+            raise LabelSyntaxError(f"label {name!r} appears twice")
+        labels[name] = value
+        i = skip(i)
+        if i < n and text[i] == ",":
+            i = skip(i + 1)
+        elif i >= n or text[i] != "}":
+            raise LabelSyntaxError(f"expected ',' or '}}' at offset {i}")
+    if i != n:
+        raise LabelSyntaxError(f"unexpected text after the label set at offset {i}")
+    return labels
+
+
+# --- bodies -------------------------------------------------------------------------
+
+
+def _too_large(limit: int) -> LokiError:
+    return LokiError(413, f"the decompressed body is larger than the limit of {limit} bytes")
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """A gzip body (one or more members), decompressed a piece at a time: stops, with
+    413, as soon as the output passes `limit` bytes."""
+    out = bytearray()
+    while True:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        buf = data
+        try:
+            while not d.eof:
+                chunk = d.decompress(buf, limit + 1 - len(out))
+                out += chunk
+                if len(out) > limit:
+                    raise _too_large(limit)
+                buf = d.unconsumed_tail
+                if not chunk and not buf:
+                    break
+        except zlib.error as exc:
+            raise LokiError(400, f"the body is not valid gzip: {exc}") from None
+        if not d.eof:
+            raise LokiError(400, "the gzip body is truncated")
+        data = d.unused_data
+        if not data:
+            return bytes(out)
+
+
+def snappy_length(data: bytes) -> int:
+    """The decompressed length a snappy block states up front (a little-endian varint
+    of at most 32 bits)."""
+    value = shift = 0
+    for i, byte in enumerate(data[:5]):
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            if value > 0xFFFFFFFF or (i == 4 and byte > 0x0F):
+                break
+            return value
+        shift += 7
+    raise LokiError(400, "the body is not snappy-compressed (no valid length header)")
+
+
+def unsnappy(data: bytes, limit: int) -> bytes:
+    """A snappy block (not the framed format), refused with 413 before anything is
+    decompressed when the length it states is over `limit`."""
+    if snappy_length(data) > limit:
+        raise _too_large(limit)
+    try:
+        return bytes(cramjam.snappy.decompress_raw(data))
+    except Exception as exc:  # cramjam raises its own DecompressionError
+        raise LokiError(400, f"the body is not valid snappy: {exc}") from None
+
+
+def _json_streams(data: bytes) -> list[Stream]:
+    try:
+        body = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise LokiError(
+            400, f"the body is not valid UTF-8 (bad byte at offset {exc.start})"
+        ) from None
+    except RecursionError:
+        raise LokiError(400, "the JSON is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer of too many digits
+        raise LokiError(400, f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("streams"), list):
+        raise LokiError(400, 'the body must be a JSON object {"streams": [...]}')
+    streams: list[Stream] = []
+    for s, item in enumerate(body["streams"]):
+        where = f"streams[{s}]"
+        if not isinstance(item, dict):
+            raise LokiError(400, f"{where} must be an object")
+        labels = item.get("stream", {})
+        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+            raise LokiError(400, f"{where}.stream must be an object of string label values")
+        values = item.get("values", [])
+        if not isinstance(values, list):
+            raise LokiError(400, f"{where}.values must be an array")
+        entries = []
+        for v, value in enumerate(values):
+            entries.append(_json_entry(value, f"{where}.values[{v}]"))
+        streams.append(Stream(dict(labels), entries))
+    return streams
+
+
+def _json_entry(value: Any, where: str) -> Entry:
+    if not isinstance(value, list) or len(value) not in (2, 3):
+        raise LokiError(400, f'{where} must be ["<unix ns>", "<line>"] or with a metadata object')
+    ts, line = value[0], value[1]
+    if not isinstance(ts, str) or not ts.isascii() or not ts.isdigit() or len(ts) > 20:
+        raise LokiError(400, f"{where}[0] must be a string of Unix nanoseconds")
+    if not isinstance(line, str):
+        raise LokiError(400, f"{where}[1] (the line) must be a string")
+    metadata: tuple[tuple[str, str], ...] = ()
+    if len(value) == 3:
+        meta = value[2]
+        if not isinstance(meta, dict):
+            raise LokiError(400, f"{where}[2] (structured metadata) must be an object")
+        pairs = []
+        for k, m in meta.items():
+            if isinstance(m, bool) or not isinstance(m, str | int | float):
+                raise LokiError(400, f"{where}[2].{k} must be a string")
+            pairs.append((k, m if isinstance(m, str) else str(m)))
+        metadata = tuple(pairs)
+    return Entry(int(ts), line, metadata)
+
+
+def _protobuf_streams(data: bytes) -> list[Stream]:
+    try:
+        request = loki_push_pb2.PushRequest.FromString(data)
+    except (DecodeError, RecursionError, ValueError) as exc:
+        raise LokiError(400, f"the body is not a Loki PushRequest: {exc}") from None
+    streams: list[Stream] = []
+    for s, stream in enumerate(request.streams):
+        try:
+            labels = parse_labels(stream.labels)
+        except LabelSyntaxError as exc:
+            raise LokiError(400, f"streams[{s}].labels {stream.labels[:200]!r}: {exc}") from None
+        entries = []
+        for e, entry in enumerate(stream.entries):
+            seconds, nanos = entry.timestamp.seconds, entry.timestamp.nanos
+            if seconds < 0 or not 0 <= nanos < 1_000_000_000:
+                raise LokiError(400, f"streams[{s}].entries[{e}].timestamp is not a valid time")
+            metadata = tuple((p.name, p.value) for p in entry.structuredMetadata)
+            entries.append(Entry(seconds * 1_000_000_000 + nanos, entry.line, metadata))
+        streams.append(Stream(labels, entries))
+    return streams
+
+
+def decode_push(body: bytes, content_type: str, content_encoding: str, limit: int) -> list[Stream]:
+    """The streams of a push body. `content_type` is the bare media type (lower case);
+    `content_encoding` the header ("" when absent). Decompressed data is held to `limit`
+    bytes (413 past it)."""
+    encoding = content_encoding.strip().lower()
+    if content_type not in JSON_TYPES | PROTOBUF_TYPES:
+        raise LokiError(
+            415,
+            f"unsupported Content-Type {content_type!r}: send application/json or "
+            "application/x-protobuf (snappy-compressed)",
+        )
+    if encoding == "gzip":
+        body = gunzip(body, limit)
+    elif encoding not in ("", "identity", "snappy") or (
+        encoding == "snappy" and content_type in JSON_TYPES
+    ):
+        raise LokiError(
+            415,
+            f"unsupported Content-Encoding {content_encoding!r}: use gzip (or none); "
+            "protobuf bodies are always snappy-compressed",
+        )
+    if not body:
+        raise LokiError(400, "the request body is empty")
+    if len(body) > limit:
+        raise _too_large(limit)
+    if content_type in JSON_TYPES:
+        return _json_streams(body)
+    return _protobuf_streams(unsnappy(body, limit))
+
+
+# --- mapping ------------------------------------------------------------------------
+
+
+def _clean(text: str, limit: int = MAX_VALUE) -> str:
+    """Text as the store can hold it: NUL and lone surrogates become U+FFFD; cut at
+    `limit` characters."""
+    if len(text) > limit:
+        text = text[:limit]
+    if "\x00" in text or (not text.isascii() and _BAD_TEXT.search(text)):
+        text = _BAD_TEXT.sub("\ufffd", text)
+    return text
+
+
+def level_from_line(line: str) -> str | None:
+    """The level word a logfmt (`level=error`) or JSON (`"level":"error"`) line names."""
+    found = _JSON_LEVEL.search(line) if "{" in line else None
+    if found is not None:
+        return found.group(1)
+    found = _LOGFMT_LEVEL.search(line) if "=" in line else None
+    if found is not None:
+        return found.group(1) if found.group(1) is not None else found.group(2)
+    return None
+
+
+def level_of(labels: dict[str, str], metadata: dict[str, str], line: str) -> str:
+    """The entry's level: the first candidate (labels, structured metadata, the line) that
+    names a known level, as normalise_level words it; failing that the first candidate
+    upper-cased; failing that UNKNOWN."""
+    first: str | None = None
+    for source in (labels, metadata):
+        for key in LEVEL_KEYS:
+            word = source.get(key)
+            if word and word.strip():
+                known = normalise_level(word)
+                if known is not None:
+                    return known
+                first = first or word
+    word = level_from_line(line)
+    if word and word.strip():
+        known = normalise_level(word)
+        if known is not None:
+            return known
+        first = first or word
+    return _clean(first.strip().upper(), MAX_SERVICE) if first else UNKNOWN_LEVEL
+
+
+def service_of(labels: dict[str, str], service_labels: Sequence[str]) -> tuple[str, str | None]:
+    """(service, the label it came from); ("unknown", None) when the stream has none."""
+    for name in service_labels:
+        value = labels.get(name, "").strip()
+        if value:
+            return value, name
+    return UNKNOWN_SERVICE, None
+
+
+def _time(ns: int, where: str, latest: datetime, entries: int) -> datetime:
+    try:
+        ts = datetime.fromtimestamp(ns // 1_000_000_000, UTC) + timedelta(
+            microseconds=(ns % 1_000_000_000) // 1000
+        )
+    except (OverflowError, ValueError, OSError):
+        raise LokiError(400, f"{where}: timestamp {ns} ns is out of range", entries) from None
+    if ts > latest:
+        raise LokiError(
+            400,
+            f"{where}: timestamp {format_ts(ts)} is in the future (later than {format_ts(latest)})",
+            entries,
+        )
+    return ts
+
+
+def count_entries(streams: Iterable[Stream]) -> int:
+    return sum(len(s.entries) for s in streams)
+
+
+def to_records(
+    streams: list[Stream],
+    now: datetime,
+    *,
+    service_labels: Sequence[str] = DEFAULT_SERVICE_LABELS,
+    max_future: timedelta = timedelta(minutes=5),
+    max_entries: int = 10_000,
+) -> list[NewContext]:
+    """One `logs` record per entry; LokiError (nothing mapped) when an entry is out of
+    bounds: more than `max_entries` in all (413), a time past now + max_future (400), a
+    service name over 256 characters (400)."""
+    total = count_entries(streams)
+    if total > max_entries:
+        raise LokiError(
+            413, f"the push has {total} log lines; the limit is {max_entries} per request", total
+        )
+    latest = now + max_future
+    records: list[NewContext] = []
+    for s, stream in enumerate(streams):
+        labels = {_clean(k, MAX_SERVICE): _clean(v) for k, v in stream.labels.items()}
+        service, used = service_of(labels, service_labels)
+        if len(service) > MAX_SERVICE:
+            raise LokiError(
+                400,
+                f"streams[{s}]: the service label {used} is longer than {MAX_SERVICE} characters",
+                total,
+            )
+        stream_attrs = {k: v for k, v in labels.items() if k != used}
+        for e, entry in enumerate(stream.entries):
+            ts = _time(entry.ns, f"streams[{s}] entry {e}", latest, total)
+            line = _clean(entry.line, MAX_LINE)
+            metadata = {_clean(k, MAX_SERVICE): _clean(v) for k, v in entry.metadata}
+            fields: dict[str, Any] = {
+                "level": level_of(labels, metadata, line),
+                "message": line,
+            }
+            attributes = {**metadata, **stream_attrs}
+            if attributes:
+                fields["attributes"] = attributes
+            records.append(NewContext("logs", service, ts, fields))
+    return records
+
+
+# --- the serve option ---------------------------------------------------------------
+
+
+def parse_service_labels(text: str) -> tuple[str, ...]:
+    """`--loki-service-labels`: comma-separated label names, in the order tried."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if not _LABEL_NAME.fullmatch(n)]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of label names"
+            + (f" ({', '.join(map(repr, bad))} is not one)" if bad else "")
+        )
+    return names
+
+
+def add_loki_arguments(p: argparse.ArgumentParser, env_prefix: str) -> None:
+    p.add_argument(
+        "--loki-service-labels",
+        type=parse_service_labels,
+        # A string default goes through `type` too: a bad variable is a usage error.
+        default=os.environ.get(
+            env_prefix + "LOKI_SERVICE_LABELS", ",".join(DEFAULT_SERVICE_LABELS)
+        ),
+        help="stream labels that name the service of a Loki push, first match wins "
+        f"(default {','.join(DEFAULT_SERVICE_LABELS)}) [env {env_prefix}LOKI_SERVICE_LABELS]",
+    )

@@ -1,0 +1,68 @@
+"""Live: a real server, log lines sent by the Loki client from PyPI (python-logging-loki,
+which posts Loki's JSON push body), then an Alertmanager alert for that service: the
+incident cites the error spike those lines make."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from engine.testing import ServerProcess as Server
+from tests.ops.helpers import alert, bearer, ops_server
+
+logging_loki = pytest.importorskip("logging_loki")
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    server = ops_server(tmp_path)  # tokens on: the push needs an ingest token
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_loki_client_logs_make_an_error_spike_finding(server: Server) -> None:
+    handler = logging_loki.LokiHandler(
+        url=f"{server.url}/loki/api/v1/push", tags={"service_name": "checkout-api"}, version="1"
+    )
+    # The client speaks basic auth only; an ingest bearer token goes in its session.
+    handler.emitter.session.headers.update(bearer("ingest"))
+    failures: list[object] = []
+    handler.handleError = lambda record: failures.append(sys.exc_info()[1])  # type: ignore[method-assign]
+    logger = logging.getLogger("tests.loki.live")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        for i in range(6):
+            logger.error("payment provider timeout after 3000ms, order %d", i)
+        logger.info("health check ok")  # below the default volume filter: not stored
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert failures == [], f"the Loki client got an error: {failures}\n{server.log()}"
+
+    stats = httpx.get(f"{server.url}/api/stats", headers=bearer("read")).json()
+    assert stats["since_start"]["context_logs"] == 6
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'incident_pilot_ingest_records_total{outcome="filtered",source="loki"} 1.0' in metrics
+
+    r = httpx.post(
+        f"{server.url}/alerts",
+        json={"version": "4", "status": "firing", "alerts": [alert(service="checkout-api")]},
+        headers=bearer("ingest"),
+    )
+    assert r.status_code == 200, r.text
+    incident_id = r.json()["results"][0]["incident"]
+    incident = httpx.get(f"{server.url}/api/incidents/{incident_id}", headers=bearer("read")).json()
+    spike = [f for f in incident["findings"] if f["rule"] == "logs.error_spike"]
+    assert spike, f"no logs.error_spike finding in {incident['findings']}"
+    assert "6 ERROR lines from checkout-api" in spike[0]["summary"]
