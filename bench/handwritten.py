@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from engine.model import Alert, Confidence, ContextRecord, Evidence, Finding, Incident, Severity
-from engine.rules.evaluate import INCIDENT_QUERY_LIMIT, ContextReader
+from engine.rules.fetch import ContextReader
 from engine.rules.patterns import mask
 from engine.rules.ruleset import OwnershipEntry
 from engine.timeutil import format_duration, format_ts
@@ -120,8 +120,14 @@ def _incident_snapshot(inc: Incident) -> dict[str, Any]:
 
 
 def incident_duplicate_open(alert: Alert, store: ContextReader, anchor: float) -> Finding | None:
-    rows = store.list_incidents(limit=INCIDENT_QUERY_LIMIT, status="open")
+    # The query the rule's push-down makes (engine.rules.pushdown): this fingerprint, or
+    # this service and alertname when the alert has both labels; no limit. (For the rare
+    # fingerprint that reads as a number the rule falls back to the newest 500 instead.)
     service, name = alert.labels.get("service"), alert.labels.get("alertname")
+    any_of = [{"fingerprint": alert.fingerprint}]
+    if service is not None and name is not None:
+        any_of.append({"service": service, "alertname": name})
+    rows = store.list_incidents(limit=None, status="open", any_of=any_of)
     first: Incident | None = None
     first_epoch = 0.0
     for inc in rows:

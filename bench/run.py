@@ -385,7 +385,7 @@ class MemoStore:
         return self.cache[key]
 
     def list_incidents(self, **kw: Any) -> Any:
-        key = ("i", tuple(sorted(kw.items())))
+        key = ("i", repr(sorted(kw.items())))  # any_of holds dicts (unhashable)
         if key not in self.cache:
             self.cache[key] = self.store.list_incidents(**kw)
         return self.cache[key]

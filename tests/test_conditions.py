@@ -300,4 +300,4 @@ def test_rule_compiler_accepts_open_maps_and_scope_refs() -> None:
     )
     rule, problems = compile_rule(doc, file="t.yaml")
     assert rule is not None, problems
-    assert str(rule.service) == "$alert.labels.service"  # pushed down to the store query
+    assert str(rule.pushdown.value("service")) == "$alert.labels.service"  # to the store query

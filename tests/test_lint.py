@@ -52,17 +52,6 @@ def rule_test_yaml(rule_id: str) -> str:
     return f"rule: {rule_id}\ntests: []\n"
 
 
-def _have_check_render() -> bool:
-    try:
-        from engine.rules.evaluate import check_render  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-NEEDS_RENDER = {"template-undefined"}
-
-
 @pytest.fixture(autouse=True)
 def _in_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
@@ -106,8 +95,6 @@ def assert_reported(out: str, file: str, line: int, col: int | None, fragment: s
 
 @pytest.mark.parametrize("case", CASE_FILES, ids=lambda p: p.name.removesuffix(".bad.yaml"))
 def test_bad_rule_file(case: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if case.name.removesuffix(".bad.yaml") in NEEDS_RENDER and not _have_check_render():
-        pytest.skip("engine.rules.evaluate.check_render is not importable yet")
     expected = expectations(case)
     assert expected, f"{case.name} has no '# expect:' comment"
     code, out, err = run(capsys, case.relative_to(ROOT))

@@ -16,8 +16,10 @@ from typing import Any
 from jinja2 import Template, TemplateNotFound, TemplateSyntaxError
 
 from engine.rules.aggregate import RECORD_AGGREGATIONS, Aggregator, kind_of, make_aggregator
-from engine.rules.conditions import Condition, ConditionCompiler, Value, parse_value, split_path
+from engine.rules.conditions import Condition, ConditionCompiler, Value, split_path
 from engine.rules.problems import CompileProblem, KeyPath
+from engine.rules.pushdown import Pushdown
+from engine.rules.pushdown import derive as derive_pushdown
 from engine.rules.templating import environment
 from engine.timeutil import TimeFormatError, parse_duration
 
@@ -85,8 +87,9 @@ class CompiledRule:
     file: str
     params: Mapping[str, Any]
     match: Condition | None
-    service: Value | None  # pushed down to the store's indexed query
-    status: Value | None  # incidents only: pushed down too
+    pushdown: Pushdown  # the part of `match` the store's indexed query answers
+    # The record fields `match` reads (their first path part): None when unknown or no match.
+    match_fields: frozenset[str] | None
     window: Window | None
     aggregates: tuple[tuple[str, Aggregator], ...]
     lets: tuple[tuple[str, tuple[Step, ...]], ...]
@@ -209,7 +212,8 @@ def compile_rule(
     scope_conditions = ConditionCompiler(names.ref_in_scope, names.ref_in_scope, problems)
 
     match = record_conditions.block(doc["match"], ("match",)) if "match" in doc else None
-    service, status = _pushdown(doc.get("match") or {}, record_conditions)
+    read = match.fields() if match is not None else None
+    match_fields = None if read is None else frozenset(path[0] for path in read)
 
     window = _window(doc.get("window"), source, problems)
 
@@ -287,8 +291,8 @@ def compile_rule(
         file=file,
         params=params,
         match=match,
-        service=service,
-        status=status,
+        pushdown=derive_pushdown(match, source),
+        match_fields=match_fields,
         window=window,
         aggregates=tuple(aggregates),
         lets=tuple(lets),
@@ -303,25 +307,6 @@ def compile_rule(
         templates=texts,
     )
     return rule, problems
-
-
-def _pushdown(
-    match: Mapping[str, Any], compiler: ConditionCompiler
-) -> tuple[Value | None, Value | None]:
-    """An equality on `service` (and on `status`) at the top of `match` becomes part of the
-    store query, so the windowed lookup hits the (service, ts) index."""
-
-    def equality(key: str) -> Value | None:
-        spec = match.get(key)
-        if spec is None:
-            return None
-        if isinstance(spec, Mapping):
-            if "equals" not in spec:
-                return None
-            spec = spec["equals"]
-        return parse_value(spec)
-
-    return equality("service"), equality("status")
 
 
 def _window(raw: Any, source: str, problems: list[CompileProblem]) -> Window | None:

@@ -154,7 +154,7 @@ _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
 NUMERIC_OPS = ("at_least", "at_most", "above", "below")
 
 
-def _plain_text(x: Any) -> bool:
+def plain_text(x: Any) -> bool:
     """A str that is not a number or duration: `_equal(v, x)` is then just `v == x`."""
     if type(x) is not str:
         return False
@@ -180,9 +180,6 @@ def _getter(path: tuple[str, ...]) -> Callable[[Any], Any]:
         (key,) = path
         return lambda s: s.get(key, MISSING) if type(s) is dict else lookup(s, path)
     return lambda s: lookup(s, path)
-
-
-OPERATOR_NAMES = (*_OPERATORS, "matches", "exists")
 
 
 class Condition:
@@ -243,7 +240,7 @@ class FieldTest(Condition):
         test = _OPERATORS[op]
         if op in ("in", "not_in"):
             xs = [x.get(scope) for x in self.operand]
-            if op == "in" and xs and all(_plain_text(x) for x in xs):
+            if op == "in" and xs and all(plain_text(x) for x in xs):
                 # Against texts that are not numbers, _equal is ==; a str field value is
                 # then in the set exactly when _op_in holds. Other values: the operator.
                 texts = frozenset(xs)
@@ -255,7 +252,7 @@ class FieldTest(Condition):
                 return among
             return lambda s: test(get(s), xs)
         x = self.operand.get(scope)
-        if op == "equals" and _plain_text(x):
+        if op == "equals" and plain_text(x):
             # _op_equals(v, x) for such an x: v present and v == x; and a missing or None
             # v never equals a str.
             return lambda s: get(s) == x

@@ -19,6 +19,7 @@ from engine import paths
 from engine.rules.compiler import CompiledRule, compile_rule
 from engine.rules.problems import CompileProblem, KeyPath, Problem, RuleSetError, SourceLocation
 from engine.rules.ruleset import OwnershipEntry, RuleSet
+from engine.rules.sample import check_render
 from engine.rules.schema_check import validate_document
 from engine.rules.yamlsrc import YamlDoc, load_yaml
 
@@ -129,8 +130,6 @@ class _Loader:
         try:
             rule, problems = compile_rule(doc.data, file=doc.path, template_dirs=self.template_dirs)
             if rule is not None and self.render_check:
-                from engine.rules.evaluate import check_render
-
                 problems = [*problems, *check_render(rule)]
         except Exception as exc:  # a bug in the compiler must not hide the other files
             message = f"internal error while compiling this rule: {type(exc).__name__}: {exc}"

@@ -9,7 +9,7 @@ may acknowledge as soon as it gets an answer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -40,6 +40,9 @@ class IncidentDraft:
     duplicate_of: str | None = None  # an open incident the rules say this alert belongs to
     narration: dict[str, Any] | None = None
 
+
+# The columns `Store.list_incidents(any_of=...)` may compare.
+ANY_OF_COLUMNS = frozenset({"fingerprint", "service", "alertname", "team"})
 
 OutcomeKind = Literal["opened", "attached", "repeat", "resolved", "ignored"]
 
@@ -173,9 +176,12 @@ class Store(Protocol):
         team: str | None = None,
         fingerprint: str | None = None,
         since: datetime | None = None,
+        any_of: Sequence[Mapping[str, str]] = (),
     ) -> list[Incident]:
         """Newest first by opened_at (filters are ANDed; None means any); `since` is
-        inclusive; `limit` None means all."""
+        inclusive; `limit` None means all. `any_of`, when not empty: only the incidents
+        matching at least one of its maps, each an AND of column = value over the columns
+        in ANY_OF_COLUMNS (any other column, or an empty map, is a ValueError)."""
         ...
 
     def resolve_incident(

@@ -17,14 +17,14 @@ PostgreSQL at READ COMMITTED; on SQLite the write lock already serialises writer
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
 from engine.model import Alert, Incident, Severity
 from engine.store import codec
-from engine.store.base import AlertOutcome, IncidentDraft, OutcomeKind
+from engine.store.base import ANY_OF_COLUMNS, AlertOutcome, IncidentDraft, OutcomeKind
 from engine.store.codec import epoch, from_epoch
 from engine.store.dialect import Conn, Dialect
 
@@ -92,15 +92,34 @@ def find_repeat(conn: Conn, fingerprint: str, starts_at: datetime) -> Incident |
 
 
 def select(
-    conn: Conn, filters: dict[str, Any], since: datetime | None, limit: int | None
+    conn: Conn,
+    filters: dict[str, Any],
+    since: datetime | None,
+    limit: int | None,
+    any_of: Sequence[Mapping[str, str]] = (),
 ) -> list[Incident]:
-    """Incidents matching the non-None `filters` (column -> value), newest first by
+    """Incidents matching the non-None `filters` (column -> value) and, when `any_of` is
+    not empty, at least one of its maps (each an AND of column = value), newest first by
     opened_at; `since` is inclusive; `limit` is the dialect's (its `unlimited`: all)."""
     where = [f"{column} = ?" for column, value in filters.items() if value is not None]
     args: list[Any] = [value for value in filters.values() if value is not None]
     if since is not None:
         where.append("opened_at >= ?")
         args.append(epoch(since))
+    branches = []
+    for branch in any_of:
+        # Column names are checked against a fixed set (they are spelt into the SQL);
+        # values are always parameters.
+        unknown = set(branch) - ANY_OF_COLUMNS
+        if unknown or not branch:
+            raise ValueError(
+                f"any_of maps compare {', '.join(sorted(ANY_OF_COLUMNS))} only, and at least"
+                f" one of them; got {sorted(branch)!r}"
+            )
+        branches.append("(" + " AND ".join(f"{column} = ?" for column in branch) + ")")
+        args.extend(branch.values())
+    if branches:
+        where.append("(" + " OR ".join(branches) + ")")
     sql = f"SELECT {COLUMNS} FROM incidents"
     if where:
         sql += " WHERE " + " AND ".join(where)

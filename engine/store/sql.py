@@ -8,7 +8,7 @@ records are here. What the two engines do differently is the dialect's (dialect.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -194,12 +194,14 @@ class SQLStore:
         team: str | None = None,
         fingerprint: str | None = None,
         since: datetime | None = None,
+        any_of: Sequence[Mapping[str, str]] = (),
     ) -> list[Incident]:
-        """Newest first by opened_at; `since` filters opened_at >= since; limit None: all."""
+        """Newest first by opened_at; `since` filters opened_at >= since; limit None: all;
+        `any_of`: at least one of its column = value maps holds (Store.list_incidents)."""
         filters = {"status": status, "service": service, "team": team, "fingerprint": fingerprint}
         limit = self.dialect.unlimited if limit is None or limit < 0 else limit
         with self.dialect.read() as conn:
-            return incidents.select(conn, filters, since, limit)
+            return incidents.select(conn, filters, since, limit, any_of)
 
     def record_firing(
         self,

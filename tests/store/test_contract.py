@@ -366,6 +366,61 @@ def test_open_incidents_filters(store: Store) -> None:
     assert store.list_incidents(status="open", limit=None, fingerprint="fp-2") == []
 
 
+def test_list_incidents_any_of_is_a_disjunction_of_conjunctions(store: Store) -> None:
+    i1, i2, i3 = _populate(store)
+    # A fourth, alertname different: the AND inside a map must hold entirely.
+    draft = make_draft(make_alert("fp-4", alertname="HighLatency"), team="payments")
+    i4 = fire(store, draft, now=T0 + 20 * MIN).incident.id
+
+    def ids(*maps: dict[str, str], **kw) -> list[str]:
+        return [i.id for i in store.list_incidents(limit=None, any_of=maps, **kw)]
+
+    assert ids() == [i4, i3, i2, i1]  # empty: no filter
+    assert ids({"fingerprint": "fp-2"}) == [i2]
+    assert ids({"fingerprint": "fp-2"}, {"fingerprint": "fp-3"}) == [i3, i2]
+    assert ids({"service": "checkout-api", "alertname": "HighErrorRate"}) == [i3, i1]
+    assert ids({"service": "checkout-api", "alertname": "HighLatency"}) == [i4]
+    assert ids({"service": "checkout-api", "alertname": "nope"}) == []
+    assert ids({"fingerprint": "fp-2"}, {"team": "payments", "alertname": "HighErrorRate"}) == [
+        i2,
+        i1,
+    ]
+    # ANDed with the other filters; an incident matching two maps is listed once.
+    assert ids({"fingerprint": "fp-1"}, {"service": "checkout-api"}, status="open") == [
+        i4,
+        i3,
+        i1,
+    ]
+    assert ids({"fingerprint": "fp-2"}, {"service": "cart"}, status="open") == []
+    assert ids({"service": "checkout-api"}, since=T0 + 2 * MIN) == [i4, i3]
+    assert ids({"service": "checkout-api"}, fingerprint="fp-3") == [i3]
+    newest = store.list_incidents(limit=2, any_of=[{"service": "checkout-api"}])
+    assert [i.id for i in newest] == [i4, i3]
+
+
+def test_list_incidents_any_of_values_are_parameters(store: Store) -> None:
+    i1 = fire(store, make_draft(make_alert("fp-'q", service="o'hara"))).incident.id
+    assert [
+        i.id for i in store.list_incidents(any_of=[{"service": "o'hara", "fingerprint": "fp-'q"}])
+    ] == [i1]
+    assert store.list_incidents(any_of=[{"service": "x' OR '1'='1"}]) == []
+
+
+@pytest.mark.parametrize(
+    "maps",
+    [
+        [{"status": "open"}],  # a column outside the allowed set
+        [{"fingerprint": "fp-1"}, {"title": "x"}],
+        [{"service = service OR 1": "x"}],
+        [{}],  # matches everything: say so with no any_of instead
+    ],
+)
+def test_list_incidents_any_of_rejects_other_columns(store: Store, maps) -> None:
+    _populate(store)
+    with pytest.raises(ValueError, match="any_of"):
+        store.list_incidents(any_of=maps)
+
+
 def test_set_narration(store: Store) -> None:
     inc = fire(store, make_draft()).incident
     store.set_narration(inc.id, {"text": "it was the deploy", "tokens": 12})
