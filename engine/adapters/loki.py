@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import re
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,7 +30,7 @@ from typing import Any
 import cramjam
 from google.protobuf.message import DecodeError
 
-from engine.adapters import loki_push_pb2
+from engine.adapters import compression, loki_push_pb2
 from engine.adapters.loki_labels import LABEL_NAME, LabelSyntaxError, parse_labels
 from engine.adapters.volume import normalise_level
 from engine.store.base import NewContext
@@ -77,32 +76,15 @@ class Stream:
 
 
 def _too_large(limit: int) -> LokiError:
-    return LokiError(413, f"the decompressed body is larger than the limit of {limit} bytes")
+    return LokiError(413, str(compression.too_large(limit)))
 
 
 def gunzip(data: bytes, limit: int) -> bytes:
-    """A gzip body (one or more members), decompressed a piece at a time: stops, with
-    413, as soon as the output passes `limit` bytes."""
-    out = bytearray()
-    while True:
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        buf = data
-        try:
-            while not d.eof:
-                chunk = d.decompress(buf, limit + 1 - len(out))
-                out += chunk
-                if len(out) > limit:
-                    raise _too_large(limit)
-                buf = d.unconsumed_tail
-                if not chunk and not buf:
-                    break
-        except zlib.error as exc:
-            raise LokiError(400, f"the body is not valid gzip: {exc}") from None
-        if not d.eof:
-            raise LokiError(400, "the gzip body is truncated")
-        data = d.unused_data
-        if not data:
-            return bytes(out)
+    """engine.adapters.compression.gunzip, with the push API's error."""
+    try:
+        return compression.gunzip(data, limit)
+    except compression.DecompressionError as exc:
+        raise LokiError(exc.status, exc.message) from None
 
 
 def snappy_length(data: bytes) -> int:

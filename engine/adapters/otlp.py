@@ -18,9 +18,9 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
@@ -51,6 +51,7 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)  # before this a timestamp is a bug,
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_DURATION_MS = 1e12  # as /context/traces
 DEFAULT_LIMITS = OtlpLimits()
+T = TypeVar("T")
 DEFAULT_VOLUME = VolumeFilter()  # the serve defaults (state.settings.volume in the server)
 
 # Span attributes a trace record keeps (semantic-convention names, old and new HTTP ones).
@@ -180,6 +181,27 @@ def _count(total: int, limits: OtlpLimits, noun: str) -> None:
         )
 
 
+def _mapped(
+    batch: Batch,
+    groups: Iterable[tuple[Iterable[common_pb2.KeyValue], list[T]]],
+    build: Callable[[T, str], NewContext],
+) -> Iterator[tuple[T, NewContext]]:
+    """(item, record) for every span / log record of every resource that maps; the ones
+    that cannot (their resource's service, or themselves) are rejected in `batch`."""
+    for attributes, items in groups:
+        try:
+            service = _service(attributes, batch)
+        except _Reject as exc:
+            for _ in items:
+                batch.reject(str(exc))
+            continue
+        for item in items:
+            try:
+                yield item, build(item, service)
+            except _Reject as exc:
+                batch.reject(str(exc))
+
+
 # --- traces --------------------------------------------------------------------
 
 
@@ -238,25 +260,14 @@ def decode_traces(
         sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans), limits, "spans"
     )
     batch = Batch()
-    for resource_spans in request.resource_spans:
-        spans = [span for scope in resource_spans.scope_spans for span in scope.spans]
-        try:
-            service = _service(resource_spans.resource.attributes, batch)
-        except _Reject as exc:
-            for _ in spans:
-                batch.reject(str(exc))
-            continue
-        for span in spans:
-            try:
-                record = span_record(span, service, now, limits)
-            except _Reject as exc:
-                batch.reject(str(exc))
-                continue
-            error = span.status.code == trace_pb2.Status.STATUS_CODE_ERROR
-            if is_entry_span(span) and volume.keep_span(record.fields["duration_ms"], error):
-                batch.records.append(record)
-            else:
-                batch.filtered += 1
+    groups = (
+        (r.resource.attributes, [span for scope in r.scope_spans for span in scope.spans])
+        for r in request.resource_spans
+    )
+    for span, record in _mapped(batch, groups, lambda s, svc: span_record(s, svc, now, limits)):
+        error = span.status.code == trace_pb2.Status.STATUS_CODE_ERROR
+        keep = is_entry_span(span) and volume.keep_span(record.fields["duration_ms"], error)
+        batch.keep(record, keep)
     return batch
 
 
@@ -326,24 +337,12 @@ def decode_logs(
         "log records",
     )
     batch = Batch()
-    for resource_logs in request.resource_logs:
-        logs = [log for scope in resource_logs.scope_logs for log in scope.log_records]
-        try:
-            service = _service(resource_logs.resource.attributes, batch)
-        except _Reject as exc:
-            for _ in logs:
-                batch.reject(str(exc))
-            continue
-        for log in logs:
-            try:
-                record = log_record(log, service, now, limits)
-            except _Reject as exc:
-                batch.reject(str(exc))
-                continue
-            if volume.keep_log(record.fields["level"]):
-                batch.records.append(record)
-            else:
-                batch.filtered += 1
+    groups = (
+        (r.resource.attributes, [log for scope in r.scope_logs for log in scope.log_records])
+        for r in request.resource_logs
+    )
+    for _, record in _mapped(batch, groups, lambda lr, svc: log_record(lr, svc, now, limits)):
+        batch.keep(record, volume.keep_log(record.fields["level"]))
     return batch
 
 

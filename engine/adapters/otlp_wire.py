@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,6 +22,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from engine.adapters.compression import DecompressionError, gunzip
 from engine.store.base import NewContext
 
 PROTOBUF = "application/x-protobuf"
@@ -56,6 +56,13 @@ class Batch:
     reasons: Counter[str] = field(default_factory=Counter)
     warnings: Counter[str] = field(default_factory=Counter)
 
+    def keep(self, record: NewContext, wanted: bool) -> None:
+        """Store `record`, or count it as filtered (accepted, not worth storing)."""
+        if wanted:
+            self.records.append(record)
+        else:
+            self.filtered += 1
+
     def reject(self, reason: str) -> None:
         self.rejected += 1
         self.reasons[reason] += 1
@@ -83,24 +90,10 @@ def decompress(raw: bytes, content_encoding: str, limit: int) -> bytes:
         raise OtlpError(
             415, f"unsupported Content-Encoding {content_encoding!r}: send gzip or none"
         )
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip header and trailer
-    out = bytearray()
-    data = raw
     try:
-        while data:
-            out += inflater.decompress(data, limit + 1 - len(out))
-            if len(out) > limit:
-                raise OtlpError(
-                    413, f"the decompressed body is larger than the limit of {limit} bytes"
-                )
-            data = inflater.unconsumed_tail
-            if inflater.eof:
-                break
-        if not inflater.eof:
-            raise OtlpError(400, "the gzip body is truncated")
-    except zlib.error as exc:
-        raise OtlpError(400, f"the body is not valid gzip: {exc}") from None
-    return bytes(out)
+        return gunzip(raw, limit)
+    except DecompressionError as exc:
+        raise OtlpError(exc.status, exc.message) from None
 
 
 def _hex_ids_to_base64(node: Any) -> None:
