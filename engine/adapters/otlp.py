@@ -166,9 +166,15 @@ def _id(raw: bytes, size: int, what: str, required: bool) -> str | None:
     return binascii.hexlify(raw).decode()
 
 
-def _check_size(fields: dict[str, Any]) -> None:
+# JSON text is at most 6 times the protobuf bytes of the same values (a byte that needs
+# `\u00XX` escaping), so attributes whose wire size is below MAX_TEXT / 6 cannot exceed
+# MAX_TEXT encoded: the common case skips encoding them just to measure.
+_SURELY_SMALL = MAX_TEXT // 6
+
+
+def _check_size(fields: dict[str, Any], wire_size: int) -> None:
     attributes = fields.get("attributes")
-    if attributes and len(json.dumps(attributes)) > MAX_TEXT:
+    if attributes and wire_size >= _SURELY_SMALL and len(json.dumps(attributes)) > MAX_TEXT:
         raise _Reject(f"the attributes are larger than {MAX_TEXT} bytes")
 
 
@@ -241,7 +247,7 @@ def span_record(
     kept = {kv.key: kv for kv in span.attributes if kv.key in SPAN_ATTRIBUTES}
     if kept:
         fields["attributes"] = _attributes(kept[key] for key in SPAN_ATTRIBUTES if key in kept)
-        _check_size(fields)
+        _check_size(fields, sum(kv.ByteSize() for kv in kept.values()))
     return NewContext("traces", service, start, fields)
 
 
@@ -316,7 +322,7 @@ def log_record(
         fields["span_id"] = span_id
     if log.attributes:
         fields["attributes"] = _attributes(log.attributes)
-        _check_size(fields)
+        _check_size(fields, sum(kv.ByteSize() for kv in log.attributes))
     return NewContext("logs", service, ts, fields)
 
 

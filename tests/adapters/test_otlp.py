@@ -442,3 +442,23 @@ def test_an_empty_request_is_a_success(make_app) -> None:
         assert r.status_code == 200 and r.content == b""
         r = client.post(path, content=b"{}", headers=JS)
         assert r.status_code == 200 and r.json() == {}
+
+
+def test_attributes_over_the_size_limit_are_rejected_just_under_it_kept() -> None:
+    """The size check is skipped only when the wire size proves the JSON small: a value
+    that escapes to 6 bytes a character must still be caught."""
+    escaped = "\x01" * (otlp.MAX_TEXT // 6 + 100)  # small on the wire, 6x as JSON
+    near = "a" * (otlp.MAX_TEXT - 100)
+    request = logs(
+        logrec(attributes=[_kv("blob", escaped)]),
+        logrec(attributes=[_kv("blob", near)]),
+        logrec(attributes=[_kv("blob", near + "a" * 200)]),
+    )
+    batch = otlp.decode_logs(request.SerializeToString(), "protobuf", utcnow())
+    assert [r.fields["attributes"]["blob"] for r in batch.records] == [near]
+    assert batch.rejected == 2 and "attributes are larger" in batch.message("log records")
+    spans = traces(
+        span(attributes={"http.route": escaped}), span(attributes={"http.route": "/pay"})
+    )
+    batch = otlp.decode_traces(spans.SerializeToString(), "protobuf", utcnow())
+    assert batch.rejected == 1 and len(batch.records) == 1
