@@ -15,11 +15,10 @@ the volume filter or the span selection leaves out is *filtered*: accepted, not 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
@@ -148,7 +147,7 @@ def _service(resource_attributes: Iterable[common_pb2.KeyValue], batch: Batch) -
 
 
 def _time(nanos: int, now: datetime, limits: OtlpLimits, what: str) -> datetime:
-    ts = _EPOCH + timedelta(microseconds=nanos // 1000)
+    ts = datetime.fromtimestamp((nanos // 1000) / 1e6, UTC)  # microseconds, as stored
     if ts < EARLIEST:
         raise _Reject(f"{what} is before {EARLIEST.year}")
     if ts > now + limits.max_future:
@@ -163,7 +162,7 @@ def _id(raw: bytes, size: int, what: str, required: bool) -> str | None:
         return None
     if len(raw) != size:
         raise _Reject(f"{what} is not {size} bytes")
-    return binascii.hexlify(raw).decode()
+    return raw.hex()
 
 
 # JSON text is at most 6 times the protobuf bytes of the same values (a byte that needs
