@@ -47,7 +47,6 @@ MAX_NAME = 256  # service names (as /context/*)
 MAX_TEXT = 64 * 1024  # a log message, the encoded attributes of one record (as /context/*)
 MAX_DEPTH = 16  # nested AnyValue arrays / kvlists kept in attributes
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)  # before this a timestamp is a bug, not a time
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_DURATION_MS = 1e12  # as /context/traces
 DEFAULT_LIMITS = OtlpLimits()
 T = TypeVar("T")
