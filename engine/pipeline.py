@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from engine.model import Alert, Finding, Severity
 from engine.rules.evaluate import RULE_ERROR_ID, Evaluation, evaluate_rules
+from engine.rules.grouping import duplicate_groups
 from engine.rules.ruleset import RuleSet
 from engine.store.base import AlertOutcome, IncidentDraft, PlanDeliveries, Store
 from engine.timeutil import utcnow
@@ -74,7 +75,10 @@ def incident_severity(alert: Alert, findings: list[Finding]) -> Severity:
 
 
 def build_draft(
-    alert: Alert, findings: list[Finding], incident_id: str | None = None
+    alert: Alert,
+    findings: list[Finding],
+    incident_id: str | None = None,
+    groups: tuple[dict[str, str], ...] = (),
 ) -> IncidentDraft:
     return IncidentDraft(
         id=incident_id or new_incident_id(),
@@ -84,6 +88,7 @@ def build_draft(
         severity=incident_severity(alert, findings),
         findings=tuple(findings),
         duplicate_of=output(findings, "duplicate_of"),
+        groups=groups,
     )
 
 
@@ -109,7 +114,9 @@ class Pipeline:
             return AlertResult(alert, outcome)
         ruleset = self.rules()  # evaluations finish on the rule set they started with
         evaluation = evaluate_rules(ruleset, alert, self.store)
-        draft = build_draft(alert, evaluation.findings)
+        draft = build_draft(
+            alert, evaluation.findings, groups=duplicate_groups(ruleset, alert.as_scope())
+        )
         outcome = self.store.record_firing(
             draft, now=now, renotify_after=self.settings.renotify_after, plan=self.plan
         )

@@ -38,6 +38,9 @@ class IncidentDraft:
     severity: Severity
     findings: tuple[Finding, ...]
     duplicate_of: str | None = None  # an open incident the rules say this alert belongs to
+    # Column = value maps (ANY_OF_COLUMNS) of an open incident in this alert's duplicate
+    # group (engine.rules.grouping): re-checked inside the transaction that would open one.
+    groups: tuple[dict[str, str], ...] = ()
     narration: dict[str, Any] | None = None
 
 

@@ -63,6 +63,11 @@ class Dialect(Protocol):
         """`column` is one of `values`: the SQL and its parameters."""
         ...
 
+    def lock_keys(self, conn: Conn, keys: Sequence[str]) -> None:
+        """Hold a lock on each of `keys` (in the order given) until the transaction ends;
+        a no-op where a write transaction already excludes every other writer."""
+        ...
+
     def defer_foreign_keys(self, conn: Conn) -> None:
         """Check foreign keys at commit for the rest of this transaction."""
         ...

@@ -10,6 +10,8 @@ PostgreSQL at READ COMMITTED; on SQLite the write lock already serialises writer
 - a new incident is inserted with ON CONFLICT on the partial unique index
   `incidents_one_open`: when another process opened one for the fingerprint meanwhile,
   the insert does nothing and this firing attaches to that incident instead;
+- alerts of one duplicate group (engine.rules.grouping) lock the group's values before
+  they look for its open incident, so racing alerts of other fingerprints join one;
 - every change to an incident locks its row first (UPDATE, or SELECT with the dialect's
   FOR UPDATE), so counters never lose an increment and one incident's deliveries get
   increasing ids in commit order (what keeps the outbox in order).
@@ -106,10 +108,23 @@ def select(
     if since is not None:
         where.append("opened_at >= ?")
         args.append(epoch(since))
-    branches = []
+    if any_of:
+        either, either_args = _any_of(any_of)
+        where.append(either)
+        args.extend(either_args)
+    sql = f"SELECT {COLUMNS} FROM incidents"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY opened_at DESC, id DESC LIMIT ?"
+    return [decode(row) for row in conn.execute(sql, [*args, limit])]
+
+
+def _any_of(any_of: Sequence[Mapping[str, str]]) -> tuple[str, list[str]]:
+    """`(a = ? AND b = ?) OR (...)`, one group per map, and its parameters. Column names
+    are checked against a fixed set (they are spelt into the SQL); values are parameters."""
+    branches: list[str] = []
+    args: list[str] = []
     for branch in any_of:
-        # Column names are checked against a fixed set (they are spelt into the SQL);
-        # values are always parameters.
         unknown = set(branch) - ANY_OF_COLUMNS
         if unknown or not branch:
             raise ValueError(
@@ -118,13 +133,7 @@ def select(
             )
         branches.append("(" + " AND ".join(f"{column} = ?" for column in branch) + ")")
         args.extend(branch.values())
-    if branches:
-        where.append("(" + " OR ".join(branches) + ")")
-    sql = f"SELECT {COLUMNS} FROM incidents"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY opened_at DESC, id DESC LIMIT ?"
-    return [decode(row) for row in conn.execute(sql, [*args, limit])]
+    return "(" + " OR ".join(branches) + ")", args
 
 
 def _repeat(conn: Conn, key: tuple[str, float], t_now: float) -> AlertOutcome | None:
@@ -197,7 +206,25 @@ def _attach_target(dialect: Dialect, conn: Conn, draft: IncidentDraft) -> tuple[
         + lock,
         (draft.alert.fingerprint,),
     ).fetchone()
+    if row is None and draft.groups:
+        row = _group_incident(dialect, conn, draft.groups)
     return None if row is None else (row[0], row[1])
+
+
+def _group_incident(dialect: Dialect, conn: Conn, groups: Sequence[Mapping[str, str]]) -> Any:
+    """(id, last_notified_at) of the oldest open incident of the alert's duplicate group.
+
+    The rules looked before this transaction; an alert of the same group (another
+    fingerprint) may have opened one since, or be opening one right now. Each group's
+    values are locked first, in one order, so of two such transactions the second waits
+    for the first to commit, and then finds its incident here."""
+    dialect.lock_keys(conn, sorted({codec.dumps(dict(group)) or "" for group in groups}))
+    either, args = _any_of(groups)
+    return conn.execute(
+        f"SELECT id, last_notified_at FROM incidents WHERE status = 'open' AND {either}"
+        f" ORDER BY opened_at, id LIMIT 1{dialect.for_update}",
+        args,
+    ).fetchone()
 
 
 def _insert(conn: Conn, draft: IncidentDraft, t_now: float) -> bool:

@@ -62,6 +62,7 @@ _PUBLIC = frozenset({"public", "pg_catalog", "information_schema"})
 # pg_advisory_xact_lock(PG_LOCK_CLASS, hashtext(schema)): one migration at a time per
 # schema, whichever replica gets there first; the others wait, then find nothing to do.
 PG_LOCK_CLASS = 0x1D_C1D  # "incident-pilot", any constant unlikely to clash
+KEY_LOCK_CLASS = PG_LOCK_CLASS + 1  # lock_keys: duplicate groups (engine.store.incidents)
 
 T = TypeVar("T")
 
@@ -214,6 +215,10 @@ class PostgresDialect:
     # --- what the SQL says differently -------------------------------------------
     def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
         return f"{column} = ANY(?)", [list(values)]
+
+    def lock_keys(self, conn: Conn, keys: Sequence[str]) -> None:
+        for key in keys:  # one statement each: the order of taking them is the order given
+            conn.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (KEY_LOCK_CLASS, key))
 
     def defer_foreign_keys(self, conn: Conn) -> None:
         pass  # alerts.incident_id is DEFERRABLE INITIALLY DEFERRED (migrations.py)

@@ -165,6 +165,9 @@ class SQLiteDialect:
     def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
         return f"{column} IN ({', '.join('?' * len(values))})", list(values)
 
+    def lock_keys(self, conn: Conn, keys: Sequence[str]) -> None:
+        pass  # BEGIN IMMEDIATE: this transaction is the only writer already
+
     def defer_foreign_keys(self, conn: Conn) -> None:
         conn.execute("PRAGMA defer_foreign_keys = ON")  # reset by SQLite at COMMIT
 
