@@ -220,9 +220,9 @@ def add_auth_arguments(p: argparse.ArgumentParser) -> None:
 
 def auth_from_args(args: argparse.Namespace) -> AuthSettings:
     return AuthSettings(
-        tokens_file=getattr(args, "tokens_file", "") or "",
-        insecure=bool(getattr(args, "insecure", False)),
-        metrics_auth=bool(getattr(args, "metrics_auth", False)),
+        tokens_file=args.tokens_file or "",
+        insecure=bool(args.insecure),
+        metrics_auth=bool(args.metrics_auth),
     )
 
 

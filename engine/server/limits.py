@@ -92,7 +92,7 @@ def add_limit_arguments(p: argparse.ArgumentParser, size: Any) -> None:
 
 
 def limits_from_args(args: argparse.Namespace) -> Limits:
-    values = {dest: getattr(args, dest, None) for dest, *_ in _FLAGS.values()}
+    values = {dest: getattr(args, dest) for dest, *_ in _FLAGS.values()}
     return Limits(**{k: v for k, v in values.items() if v is not None})
 
 
