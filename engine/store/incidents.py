@@ -103,15 +103,22 @@ def select(
     """Incidents matching the non-None `filters` (column -> value) and, when `any_of` is
     not empty, at least one of its maps (each an AND of column = value), newest first by
     opened_at; `since` is inclusive; `limit` is the dialect's (its `unlimited`: all)."""
-    where = [f"{column} = ?" for column, value in filters.items() if value is not None]
-    args: list[Any] = [value for value in filters.values() if value is not None]
+    equal = {column: value for column, value in filters.items() if value is not None}
+    where: list[str] = []
+    args: list[Any] = []
+    if any_of:
+        # The equalities go into every group: the same rows, but SQLite's planner then
+        # answers each group from its own index (MULTI-INDEX OR: the open incident of the
+        # fingerprint, the open ones of the service and alertname) instead of reading all
+        # the incidents of the status and testing the OR on each.
+        either, args = _any_of(any_of, equal)
+        where.append(either)
+    else:
+        where = [f"{column} = ?" for column in equal]
+        args = list(equal.values())
     if since is not None:
         where.append("opened_at >= ?")
         args.append(epoch(since))
-    if any_of:
-        either, either_args = _any_of(any_of)
-        where.append(either)
-        args.extend(either_args)
     sql = f"SELECT {COLUMNS} FROM incidents"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -119,11 +126,16 @@ def select(
     return [decode(row) for row in conn.execute(sql, [*args, limit])]
 
 
-def _any_of(any_of: Sequence[Mapping[str, str]]) -> tuple[str, list[str]]:
-    """`(a = ? AND b = ?) OR (...)`, one group per map, and its parameters. Column names
-    are checked against a fixed set (they are spelt into the SQL); values are parameters."""
+def _any_of(
+    any_of: Sequence[Mapping[str, str]], equal: Mapping[str, Any] | None = None
+) -> tuple[str, list[Any]]:
+    """`(a = ? AND b = ?) OR (...)`, one group per map, and its parameters; `equal` (column
+    -> value, the caller's own columns) is ANDed into every group. Column names of the
+    maps are checked against a fixed set (they are spelt into the SQL); values are
+    parameters."""
+    equal = equal or {}
     branches: list[str] = []
-    args: list[str] = []
+    args: list[Any] = []
     for branch in any_of:
         unknown = set(branch) - ANY_OF_COLUMNS
         if unknown or not branch:
@@ -131,8 +143,9 @@ def _any_of(any_of: Sequence[Mapping[str, str]]) -> tuple[str, list[str]]:
                 f"any_of maps compare {', '.join(sorted(ANY_OF_COLUMNS))} only, and at least"
                 f" one of them; got {sorted(branch)!r}"
             )
-        branches.append("(" + " AND ".join(f"{column} = ?" for column in branch) + ")")
-        args.extend(branch.values())
+        columns = [*equal, *branch]
+        branches.append("(" + " AND ".join(f"{column} = ?" for column in columns) + ")")
+        args.extend([*equal.values(), *branch.values()])
     return "(" + " OR ".join(branches) + ")", args
 
 
@@ -219,9 +232,9 @@ def _group_incident(dialect: Dialect, conn: Conn, groups: Sequence[Mapping[str, 
     values are locked first, in one order, so of two such transactions the second waits
     for the first to commit, and then finds its incident here."""
     dialect.lock_keys(conn, sorted({codec.dumps(dict(group)) or "" for group in groups}))
-    either, args = _any_of(groups)
+    either, args = _any_of(groups, {"status": "open"})  # status in each group: the indexes
     return conn.execute(
-        f"SELECT id, last_notified_at FROM incidents WHERE status = 'open' AND {either}"
+        f"SELECT id, last_notified_at FROM incidents WHERE {either}"
         f" ORDER BY opened_at, id LIMIT 1{dialect.for_update}",
         args,
     ).fetchone()

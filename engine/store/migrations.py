@@ -155,6 +155,16 @@ CREATE INDEX deliveries_queue ON deliveries (incident_id, sink, id)
 DROP INDEX deliveries_undelivered;
 """,
     ),
+    Migration(
+        # A new alert's duplicate lookup (incident.duplicate_open's push-down): the open
+        # incidents of its service and alertname, one index search beside the open one
+        # of its fingerprint (incidents_one_open), rather than every open incident.
+        "0005_incidents_open_service_alertname",
+        """
+CREATE INDEX incidents_open_service_alertname ON incidents (service, alertname)
+    WHERE status = 'open';
+""",
+    ),
 )
 MIGRATION_NAMES: tuple[str, ...] = tuple(m.name for m in MIGRATIONS)
 

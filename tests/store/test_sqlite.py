@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import NewContext, NewDelivery, open_store
+from engine.store import NewContext, NewDelivery, incidents, open_store
 from engine.store.migrations import (
     MIGRATION_NAMES,
     MIGRATIONS,
@@ -184,6 +184,54 @@ def test_reads_from_many_threads_see_commits(db_path: str) -> None:
     t.start()
     t.join()
     assert got["n"] == 20
+    store.close()
+
+
+class _Recording:
+    """Stands in for a connection: keeps the (sql, args) it is given, answers nothing."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple]] = []
+
+    def execute(self, sql: str, args=()) -> _Recording:
+        self.calls.append((sql, tuple(args)))
+        return self
+
+    def __iter__(self):
+        return iter(())
+
+    def fetchone(self) -> None:
+        return None
+
+
+def test_the_duplicate_lookups_use_the_indexes(db_path: str) -> None:
+    """incident.duplicate_open's query (open, and this fingerprint or this service and
+    alertname) and the write transaction's group re-check each search two indexes, not
+    every open incident."""
+    store = SQLiteStore(db_path)
+    for i in range(600):
+        alert = make_alert(f"fp-{i}", service=f"s{i % 20}", alertname=f"a{i % 7}")
+        store.record_firing(make_draft(alert), now=T0 + i * MIN, renotify_after=RENOTIFY)
+    groups = [{"fingerprint": "fp-3"}, {"service": "s3", "alertname": "a3"}]
+    rec = _Recording()
+    filters = {"status": "open", "service": None, "team": None, "fingerprint": None}
+    incidents.select(rec, filters, None, -1, groups)  # type: ignore[arg-type]
+    incidents.select(rec, filters, T0, -1, groups)  # type: ignore[arg-type]
+    incidents._group_incident(store.dialect, rec, groups)  # type: ignore[arg-type]
+    assert len(rec.calls) == 3
+    plans = [_plan(store, sql, args) for sql, args in rec.calls]
+    for plan in plans:
+        assert "MULTI-INDEX OR" in plan, plan
+        assert "USING INDEX incidents_one_open (fingerprint=?)" in plan, plan
+        assert "SCAN" not in plan and "incidents_status_opened" not in plan, plan
+    # With `since`, the planner may take (service, opened_at) for the second group instead.
+    for plan in (plans[0], plans[2]):
+        assert "INDEX incidents_open_service_alertname (service=? AND alertname=?)" in plan, plan
+    # The same answer as the query without the index would give.
+    found = store.list_incidents(limit=None, status="open", any_of=groups)
+    assert sorted(i.fingerprint for i in found) == sorted(
+        f"fp-{i}" for i in range(600) if i == 3 or (i % 20 == 3 and i % 7 == 3)
+    )
     store.close()
 
 
