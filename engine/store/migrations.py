@@ -155,6 +155,26 @@ CREATE INDEX deliveries_queue ON deliveries (incident_id, sink, id)
 DROP INDEX deliveries_undelivered;
 """,
     ),
+    Migration(
+        # What a pull rule (prometheus, loki) asked and got: evidence path pulls/<id>.
+        # One row per distinct (query, time range) of an envelope, shared by its alerts.
+        "0005_pulls",
+        """
+CREATE TABLE pulls (
+    id {serial},
+    source TEXT NOT NULL,
+    url TEXT NOT NULL,
+    query TEXT NOT NULL,
+    start_at {real} NOT NULL,
+    end_at {real} NOT NULL,
+    step {real},
+    link TEXT,
+    answer TEXT NOT NULL,
+    created_at {real} NOT NULL
+);
+CREATE INDEX pulls_created ON pulls (created_at{then_id});
+""",
+    ),
 )
 MIGRATION_NAMES: tuple[str, ...] = tuple(m.name for m in MIGRATIONS)
 
