@@ -18,6 +18,7 @@ from jinja2 import Template, TemplateNotFound, TemplateSyntaxError
 from engine.rules.aggregate import RECORD_AGGREGATIONS, Aggregator, kind_of, make_aggregator
 from engine.rules.conditions import Condition, ConditionCompiler, Value, parse_value, split_path
 from engine.rules.problems import CompileProblem, KeyPath
+from engine.rules.pullspec import PULL_FIELDS, PULL_SNAPSHOT_FIELDS, PullSpec, compile_pull
 from engine.rules.templating import environment
 from engine.timeutil import TimeFormatError, parse_duration
 
@@ -33,6 +34,7 @@ SOURCE_FIELDS: dict[str, set[str]] = {
     "alert": {"ts", "age", "path", "labels", "annotations", "startsAt", "endsAt"}
     | {"fingerprint", "status", "generatorURL"},
     "ownership": {"service", "team", "path", "channel", "escalation", "notes"},
+    **PULL_FIELDS,  # prometheus, loki (engine.rules.pullspec)
 }
 # Fields whose children are open-ended maps (labels.anything, attributes.anything).
 OPEN_MAPS = {"labels", "annotations", "attributes"}
@@ -45,6 +47,7 @@ SNAPSHOT_FIELDS: dict[str, tuple[str, ...]] = {
     "incidents": ("id", "title", "status", "fingerprint", "service", "opened_at"),
     "alert": ("labels", "startsAt"),
     "ownership": ("service", "team"),
+    **PULL_SNAPSHOT_FIELDS,
 }
 DEFAULT_SEVERITY = "info"
 DEFAULT_CONFIDENCE = "medium"
@@ -99,6 +102,7 @@ class CompiledRule:
     evidence: tuple[EvidenceSpec, ...]
     outputs: tuple[tuple[str, Value], ...]
     templates: Mapping[str, str] = field(default_factory=dict)  # name -> source text, for lint
+    pull: PullSpec | None = None  # prometheus / loki: run after the commit (engine.pull)
 
 
 class _Names:
@@ -212,6 +216,7 @@ def compile_rule(
     service, status = _pushdown(doc.get("match") or {}, record_conditions)
 
     window = _window(doc.get("window"), source, problems)
+    pull = compile_pull(doc, source, window is not None, record_conditions, problems)
 
     aggregates = []
     for name, spec in (doc.get("aggregate") or {}).items():
@@ -301,6 +306,7 @@ def compile_rule(
         evidence=tuple(evidence),
         outputs=tuple(outputs),
         templates=texts,
+        pull=pull,
     )
     return rule, problems
 

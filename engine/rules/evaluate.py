@@ -28,6 +28,7 @@ from engine.rules.compiler import (
 )
 from engine.rules.conditions import MISSING, Condition, lookup
 from engine.rules.problems import CompileProblem
+from engine.rules.pullspec import PULL_SAMPLE_FIELDS
 from engine.rules.ruleset import OwnershipEntry, RuleSet
 from engine.timeutil import format_ts, from_epoch
 
@@ -441,6 +442,9 @@ def evaluate_rules(ruleset: RuleSet, alert: Alert, store: ContextReader) -> Eval
     result = Evaluation()
     alert_scope = alert.as_scope()
     for rule in ruleset.enabled:
+        if rule.pull is not None:  # PULL HOOK: prometheus / loki rules run after the commit
+            result.traces.append(RuleTrace(rule.id, reason="pull rule: runs after the commit"))
+            continue
         finding, trace = evaluate_rule(rule, alert, store, ruleset.ownership, alert_scope)
         result.traces.append(trace)
         if finding is not None:
@@ -462,6 +466,7 @@ _SAMPLE_FIELDS: dict[str, dict[str, Any]] = {
     "deploys": {"commit": "a39bf2c", "author": "sample-author", "attributes": _SampleMap()},
     "logs": {"level": "ERROR", "message": "upstream timeout request 7", "attributes": _SampleMap()},
     "traces": {"trace_id": "4bf92f3577b34da6", "duration_ms": 1500, "attributes": _SampleMap()},
+    **PULL_SAMPLE_FIELDS,  # prometheus, loki (engine.rules.pullspec)
 }
 
 
