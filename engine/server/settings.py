@@ -10,6 +10,7 @@ from pathlib import Path
 
 from engine.adapters.deploy_config import add_hook_arguments
 from engine.adapters.volume import VolumeFilter, add_volume_arguments, volume_from_args
+from engine.pull.config import PullSettings, add_pull_arguments, pull_from_args
 from engine.server.auth import AuthSettings, add_auth_arguments, auth_from_args
 from engine.server.limits import Limits, add_limit_arguments, limits_from_args
 from engine.timeutil import TimeFormatError, parse_duration
@@ -70,6 +71,8 @@ class ServeSettings:
     volume: VolumeFilter = field(default_factory=VolumeFilter)
     # The deploy webhooks' service table (engine/adapters/deploy_config.py); "" = none.
     deploy_services: str = ""
+    # Pull sources (engine/pull/config.py): Prometheus, Loki, the per-alert budget.
+    pull: PullSettings = field(default_factory=PullSettings)
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -146,6 +149,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     add_volume_arguments(p, ENV_PREFIX)
     add_config_argument(p)
     add_hook_arguments(p)
+    add_pull_arguments(p, _duration)
 
 
 def add_config_argument(p: argparse.ArgumentParser) -> None:
@@ -177,4 +181,5 @@ def settings_from_args(args: argparse.Namespace, rules: list[Path]) -> ServeSett
         log_format=getattr(args, "log_format", "text"),
         volume=volume_from_args(args),
         deploy_services=getattr(args, "deploy_services", "") or "",
+        pull=pull_from_args(args),
     )
