@@ -205,6 +205,7 @@ class PullRunner:
         task = envelope.answers.get(req.key)
         if task is None:
             task = asyncio.ensure_future(self._fetch(req, remaining))
+            task.add_done_callback(_retrieved)  # a late failure nobody waits for any more
             envelope.answers[req.key] = task
         try:
             return await asyncio.wait_for(asyncio.shield(task), remaining)
@@ -233,6 +234,11 @@ class PullRunner:
         answer = excerpt(data["resultType"], recs, total)
         pull = self.store.add_pull(replace(new, answer=answer), now=self.clock())
         return name(recs, pull.id)
+
+
+def _retrieved(task: asyncio.Task[Answer]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _request(
