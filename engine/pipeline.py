@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from engine.model import Alert, Finding, Severity
 from engine.rules.evaluate import RULE_ERROR_ID, Evaluation, evaluate_rules
 from engine.rules.grouping import duplicate_groups
 from engine.rules.ruleset import RuleSet
-from engine.store.base import AlertOutcome, IncidentDraft, PlanDeliveries, Store
+from engine.store.base import AlertOutcome, IncidentDraft, NewDelivery, PlanDeliveries, Store
 from engine.timeutil import utcnow
 
 # Alertmanager `severity` label values -> our ladder, so a critical alert with quiet rules
@@ -92,6 +92,19 @@ def build_draft(
     )
 
 
+def held(plan: PlanDeliveries, seconds: float) -> PlanDeliveries:
+    """`plan`, with a new incident's deliveries due `seconds` later: the incident has pull
+    rules still to answer (engine.pull), which release them as soon as they are done."""
+
+    def hold(outcome: AlertOutcome) -> list[NewDelivery]:
+        out = list(plan(outcome))
+        if outcome.kind != "opened":
+            return out
+        return [replace(d, delay=max(d.delay, seconds)) for d in out]
+
+    return hold
+
+
 @dataclass
 class Pipeline:
     store: Store
@@ -99,6 +112,8 @@ class Pipeline:
     settings: PipelineSettings = field(default_factory=PipelineSettings)
     plan: PlanDeliveries | None = None
     clock: Callable[[], datetime] = utcnow
+    # Seconds a new incident's first deliveries wait for its pull rules (0: none to run).
+    hold: Callable[[RuleSet], float] | None = None
 
     def handle(self, alert: Alert) -> AlertResult:
         """Synchronous: call from a worker thread. Returns once the outcome is committed."""
@@ -117,7 +132,10 @@ class Pipeline:
         draft = build_draft(
             alert, evaluation.findings, groups=duplicate_groups(ruleset, alert.as_scope())
         )
+        plan, wait = self.plan, self.hold(ruleset) if self.hold is not None else 0.0
+        if plan is not None and wait > 0:
+            plan = held(plan, wait)
         outcome = self.store.record_firing(
-            draft, now=now, renotify_after=self.settings.renotify_after, plan=self.plan
+            draft, now=now, renotify_after=self.settings.renotify_after, plan=plan
         )
         return AlertResult(alert, outcome, evaluation, ruleset)

@@ -21,12 +21,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from engine.delivery.config import DeliveryPolicy
 from engine.delivery.secrets import Redactor, Secret
 from engine.delivery.sinks.base import SendContext, SendResult, Sink, Status
+from engine.serialize import incident_to_dict
 from engine.store.base import Delivery, Store
 from engine.timeutil import utcnow
 
@@ -143,10 +145,27 @@ class OutboxWorker:
             self._wake.set()  # the incident's next delivery may be due now
 
     # --- one delivery -------------------------------------------------------
+    def fresh(self, delivery: Delivery) -> Delivery:
+        """A trigger or update carries the incident as the store holds it at send time:
+        findings added after it was planned (pull rules, engine.pull) are on the page."""
+        if delivery.event not in ("trigger", "update") or "incident" not in delivery.payload:
+            return delivery
+        try:
+            incident = self.store.get_incident(delivery.incident_id)
+        except Exception:  # the planned snapshot is still a faithful page
+            log.exception("could not refresh %s; sending it as planned", delivery.incident_id)
+            return delivery
+        if incident is None:
+            return delivery
+        return replace(
+            delivery, payload={**delivery.payload, "incident": incident_to_dict(incident)}
+        )
+
     def attempt(self, delivery: Delivery) -> SendResult:
         sink = self.sinks.get(delivery.sink)
         if sink is None:
             return SendResult("fail", f"no sink named {delivery.sink!r} in the configuration")
+        delivery = self.fresh(delivery)
         if not sink.idempotent and delivery.attempts > 1 and delivery.last_error is None:
             # Claimed before, never finished: the process stopped mid-send (the lease
             # expired). The message may have been posted; do not post it twice.

@@ -18,6 +18,7 @@ from jinja2 import Template, TemplateNotFound, TemplateSyntaxError
 from engine.rules.aggregate import RECORD_AGGREGATIONS, Aggregator, kind_of, make_aggregator
 from engine.rules.conditions import Condition, ConditionCompiler, Value, split_path
 from engine.rules.problems import CompileProblem, KeyPath
+from engine.rules.pullspec import PULL_FIELDS, PULL_SNAPSHOT_FIELDS, PullSpec, compile_pull
 from engine.rules.pushdown import Pushdown
 from engine.rules.pushdown import derive as derive_pushdown
 from engine.rules.templating import environment
@@ -35,6 +36,7 @@ SOURCE_FIELDS: dict[str, set[str]] = {
     "alert": {"ts", "age", "path", "labels", "annotations", "startsAt", "endsAt"}
     | {"fingerprint", "status", "generatorURL"},
     "ownership": {"service", "team", "path", "channel", "escalation", "notes"},
+    **PULL_FIELDS,  # prometheus, loki (engine.rules.pullspec)
 }
 # Fields whose children are open-ended maps (labels.anything, attributes.anything).
 OPEN_MAPS = {"labels", "annotations", "attributes"}
@@ -47,6 +49,7 @@ SNAPSHOT_FIELDS: dict[str, tuple[str, ...]] = {
     "incidents": ("id", "title", "status", "fingerprint", "service", "opened_at"),
     "alert": ("labels", "startsAt"),
     "ownership": ("service", "team"),
+    **PULL_SNAPSHOT_FIELDS,
 }
 DEFAULT_SEVERITY = "info"
 DEFAULT_CONFIDENCE = "medium"
@@ -102,6 +105,7 @@ class CompiledRule:
     evidence: tuple[EvidenceSpec, ...]
     outputs: tuple[tuple[str, Value], ...]
     templates: Mapping[str, str] = field(default_factory=dict)  # name -> source text, for lint
+    pull: PullSpec | None = None  # prometheus / loki: run after the commit (engine.pull)
 
 
 class _Names:
@@ -216,6 +220,7 @@ def compile_rule(
     match_fields = None if read is None else frozenset(path[0] for path in read)
 
     window = _window(doc.get("window"), source, problems)
+    pull = compile_pull(doc, source, window is not None, record_conditions, problems)
 
     aggregates = []
     for name, spec in (doc.get("aggregate") or {}).items():
@@ -305,6 +310,7 @@ def compile_rule(
         evidence=tuple(evidence),
         outputs=tuple(outputs),
         templates=texts,
+        pull=pull,
     )
     return rule, problems
 

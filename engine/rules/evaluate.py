@@ -233,6 +233,9 @@ def evaluate_rules(ruleset: RuleSet, alert: Alert, store: ContextReader) -> Eval
     result = Evaluation()
     alert_scope = alert.as_scope()
     for rule in ruleset.enabled:
+        if rule.pull is not None:  # PULL HOOK: prometheus / loki rules run after the commit
+            result.traces.append(RuleTrace(rule.id, reason="pull rule: runs after the commit"))
+            continue
         finding, trace = evaluate_rule(rule, alert, store, ruleset.ownership, alert_scope)
         result.traces.append(trace)
         if finding is not None:

@@ -25,6 +25,7 @@ from engine.rules.evaluate import (
 )
 from engine.rules.fetch import Record, alert_record
 from engine.rules.problems import CompileProblem
+from engine.rules.pullspec import PULL_SAMPLE_FIELDS
 from engine.timeutil import format_ts, from_epoch
 
 
@@ -39,6 +40,7 @@ _SAMPLE_FIELDS: dict[str, dict[str, Any]] = {
     "deploys": {"commit": "a39bf2c", "author": "sample-author", "attributes": _SampleMap()},
     "logs": {"level": "ERROR", "message": "upstream timeout request 7", "attributes": _SampleMap()},
     "traces": {"trace_id": "4bf92f3577b34da6", "duration_ms": 1500, "attributes": _SampleMap()},
+    **PULL_SAMPLE_FIELDS,  # prometheus, loki (engine.rules.pullspec)
 }
 
 

@@ -28,6 +28,7 @@ from engine.server.hooks import hook_routes
 from engine.server.loki import loki_routes
 from engine.server.ops import install_ops
 from engine.server.otlp import otlp_routes
+from engine.server.pulls import pull_routes
 from engine.server.state import AppState
 from engine.timeutil import TimeFormatError, parse_ts, utcnow
 
@@ -69,8 +70,10 @@ async def post_alerts(request: Request) -> Response:
     except PayloadError as exc:
         raise ClientError(400, exc.message, exc.field) from None
     results = []
+    envelope = state.pull_envelope()  # the alerts of one request share pull answers
     for alert in alerts:
         result = await run_in_threadpool(state.handle_alert_sync, alert)
+        state.submit_pulls(envelope, result)  # after the commit, in the background
         incident = result.outcome.incident
         results.append(
             {
@@ -264,6 +267,7 @@ def routes() -> list[Route]:
         *otlp_routes(),  # /v1/traces, /v1/logs (engine.server.otlp)
         *hook_routes(),  # /hooks/github, /hooks/gitlab, /hooks/argocd (engine.server.hooks)
         *loki_routes(),  # POST /loki/api/v1/push (engine.server.loki)
+        *pull_routes(),  # /api/pulls/{id}, /api/pulls/{id}/{n} (engine.server.pulls)
     ]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from engine.adapters.deploy_config import add_hook_arguments
 from engine.adapters.loki import DEFAULT_SERVICE_LABELS, add_loki_arguments
 from engine.adapters.volume import VolumeFilter, add_volume_arguments, volume_from_args
+from engine.pull.config import PullSettings, add_pull_arguments, pull_from_args
 from engine.server.auth import AuthSettings, add_auth_arguments, auth_from_args
 from engine.server.limits import Limits, add_limit_arguments, limits_from_args
 from engine.timeutil import TimeFormatError, parse_duration
@@ -73,6 +74,8 @@ class ServeSettings:
     deploy_services: str = ""
     # Stream labels that name the service of a Loki push, first match wins.
     loki_service_labels: tuple[str, ...] = DEFAULT_SERVICE_LABELS
+    # Pull sources (engine/pull/config.py): Prometheus, Loki, the per-alert budget.
+    pull: PullSettings = field(default_factory=PullSettings)
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -150,6 +153,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     add_loki_arguments(p, ENV_PREFIX)
     add_config_argument(p)
     add_hook_arguments(p)
+    add_pull_arguments(p, _duration)
 
 
 def add_config_argument(p: argparse.ArgumentParser) -> None:
@@ -182,4 +186,5 @@ def settings_from_args(args: argparse.Namespace, rules: list[Path]) -> ServeSett
         volume=volume_from_args(args),
         deploy_services=args.deploy_services,
         loki_service_labels=args.loki_service_labels,
+        pull=pull_from_args(args),
     )

@@ -30,6 +30,8 @@ from engine.llm.config import LLMConfigError
 from engine.llm.hook import DeliveryNarrator, llm_narrator
 from engine.model import Alert
 from engine.pipeline import AlertResult, Pipeline, PipelineSettings
+from engine.pull.config import PullConfigError, load_pull_config
+from engine.pull.runner import Envelope, PullRunner
 from engine.rulefiles import load_rules
 from engine.rules.ruleset import RuleSet
 from engine.server.auth import AuthConfigError, TokenSet, load_tokens
@@ -73,6 +75,7 @@ class AppState:
     tokens: TokenSet
     counters: Counters
     hooks: HookConfig  # the deploy webhooks' secrets and service table
+    pulls: PullRunner  # prometheus / loki rules, run after each new incident is stored
     # Told of every stored alert outcome (metrics, the delivery worker's wake-up).
     listeners: list[Listener] = field(default_factory=list)
     started: float = field(default_factory=time.time)
@@ -89,6 +92,7 @@ class AppState:
             lambda: self.ruleset,
             PipelineSettings(renotify_after=self.settings.renotify_after),
             plan=self.delivery.plan,
+            hold=self.pulls.hold,
         )
         limits, max_future = self.settings.limits, self.settings.max_future
         self.alert_limits = limits.alert_limits(max_future=max_future)
@@ -130,6 +134,17 @@ class AppState:
         self.notify(result)
         return result
 
+    def pull_envelope(self) -> Envelope:
+        """The answer cache the alerts of one request share (engine.pull.runner)."""
+        return Envelope()
+
+    def submit_pulls(self, envelope: Envelope, result: AlertResult) -> None:
+        """After the alert's commit: its incident's pull rules, in the background."""
+        try:
+            self.pulls.submit(envelope, result)
+        except Exception:
+            log.exception("could not start the pull rules for %s", result.alert.fingerprint)
+
     def start(self) -> None:
         """Start the background work: the outbox worker (deliveries left from a previous
         run go out first)."""
@@ -138,6 +153,7 @@ class AppState:
     def close(self) -> None:
         """Stop the worker (sends in flight finish), then the context writer, then the store."""
         try:
+            self.pulls.stop()  # their findings release held deliveries: before the worker
             self.delivery.stop()
             if self.context_writer is not None:
                 self.context_writer.shutdown(wait=True)
@@ -213,6 +229,11 @@ def _assemble(
         narrator=narrator,
         stdout=stdout,
     )
+    try:
+        pull_config = load_pull_config(settings.pull, environ)
+    except PullConfigError as exc:
+        raise StartupError(f"refusing to start: {exc}") from None
+    pulls = PullRunner(store, pull_config, on_done=delivery.wake)
     return AppState(
         settings=settings,
         store=store,
@@ -223,6 +244,7 @@ def _assemble(
         tokens=tokens,
         counters=counters,
         hooks=hooks,
+        pulls=pulls,
         listeners=[metrics.observe, delivery.wake],
     )
 

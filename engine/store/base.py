@@ -74,6 +74,33 @@ class NewDelivery:
     sink: str  # the sink's configured name
     event: str  # "trigger" | "update" | "resolve"
     payload: dict[str, Any] = field(default_factory=dict)
+    # Seconds after the change its first attempt is due: a first delivery held while the
+    # incident's pull rules run (engine.pull); `add_findings` releases it early.
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class NewPull:
+    """One answer of a pull source (prometheus, loki), before it is stored."""
+
+    source: str
+    url: str  # the API endpoint asked (no credentials)
+    query: str
+    start: datetime
+    end: datetime
+    step: float | None  # seconds; None for an instant query
+    link: str | None  # the query in the source's UI (Prometheus graph), when known
+    answer: dict[str, Any]  # an excerpt: resultType, the series / streams (bounded)
+
+
+@dataclass(frozen=True)
+class Pull(NewPull):
+    id: str = ""
+    created_at: datetime | None = None
+
+    @property
+    def path(self) -> str:
+        return f"pulls/{self.id}"
 
 
 @dataclass(frozen=True)
@@ -201,6 +228,18 @@ class Store(Protocol):
         ...
 
     def set_narration(self, incident_id: str, narration: dict[str, Any]) -> None: ...
+
+    def add_findings(
+        self, incident_id: str, findings: Sequence[Finding], *, now: datetime
+    ) -> Incident | None:
+        """Append findings to an incident (its pull rules' findings, after it was stored),
+        and release its held first deliveries (due now). None for an unknown incident."""
+        ...
+
+    # --- pull answers (evidence pulls/<id>) ------------------------------------
+    def add_pull(self, pull: NewPull, *, now: datetime) -> Pull: ...
+
+    def get_pull(self, pull_id: str) -> Pull | None: ...
 
     def stats(self) -> dict[str, Any]:
         """Counters for /api/stats: alerts by status, incidents by status, context by kind,

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from engine.model import Alert, Incident, Severity
+from engine.model import Alert, Finding, Incident, Severity
 from engine.store import codec
 from engine.store.base import ANY_OF_COLUMNS, AlertOutcome, IncidentDraft, OutcomeKind
 from engine.store.codec import epoch, from_epoch
@@ -40,8 +40,9 @@ ATTACH_TRIES = 5  # open-vs-attach races per firing before giving up (each one n
 # concurrent transaction to open and then resolve an incident of the same fingerprint)
 
 # Decoding an incident's `findings` and `alert` JSON is most of the cost of reading one.
-# Both columns are written once when the incident opens and never updated, so the decoded
-# values are cached by their text (the key is the exact JSON, so a hit is always right).
+# Both are written when the incident opens (findings grow once more when its pull rules
+# answer: add_findings), so the decoded values are cached by their text (the key is the
+# exact JSON, so a hit is always right).
 # The objects are shared between the incidents returned: like the frozen dataclasses
 # holding them, they are read-only by convention.
 _DECODE_CACHE = 1024
@@ -348,6 +349,23 @@ def resolve(
         (epoch(at), incident_id),
     )
     return AlertOutcome("resolved", get(conn, incident_id), notify=True)
+
+
+def add_findings(
+    dialect: Dialect, conn: Conn, incident_id: str, findings: Sequence[Finding]
+) -> Incident | None:
+    """Append `findings` to the incident's (its row locked first); None when unknown."""
+    incident = get(conn, incident_id, lock=dialect.for_update)
+    if incident is None:
+        return None
+    if findings:
+        merged = (*incident.findings, *findings)
+        conn.execute(
+            "UPDATE incidents SET findings = ? WHERE id = ?",
+            (codec.findings_to_json(merged), incident_id),
+        )
+        incident = get(conn, incident_id)
+    return incident
 
 
 def set_narration(conn: Conn, incident_id: str, narration: dict[str, Any]) -> bool:

@@ -165,6 +165,26 @@ CREATE INDEX incidents_open_service_alertname ON incidents (service, alertname)
     WHERE status = 'open';
 """,
     ),
+    Migration(
+        # What a pull rule (prometheus, loki) asked and got: evidence path pulls/<id>.
+        # One row per distinct (query, time range) of an envelope, shared by its alerts.
+        "0006_pulls",
+        """
+CREATE TABLE pulls (
+    id {serial},
+    source TEXT NOT NULL,
+    url TEXT NOT NULL,
+    query TEXT NOT NULL,
+    start_at {real} NOT NULL,
+    end_at {real} NOT NULL,
+    step {real},
+    link TEXT,
+    answer TEXT NOT NULL,
+    created_at {real} NOT NULL
+);
+CREATE INDEX pulls_created ON pulls (created_at{then_id});
+""",
+    ),
 )
 MIGRATION_NAMES: tuple[str, ...] = tuple(m.name for m in MIGRATIONS)
 

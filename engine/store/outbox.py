@@ -58,7 +58,10 @@ def insert(
     conn.executemany(
         "INSERT INTO deliveries (incident_id, sink, event, payload, attempts, status,"
         " next_attempt_at, created_at) VALUES (?, ?, ?, ?, 0, 'pending', ?, ?)",
-        [(incident_id, d.sink, d.event, codec.dumps(d.payload), t_now, t_now) for d in deliveries],
+        [
+            (incident_id, d.sink, d.event, codec.dumps(d.payload), t_now + d.delay, t_now)
+            for d in deliveries
+        ],
     )
 
 
@@ -102,6 +105,15 @@ def finish(
         f"UPDATE deliveries SET {sets}, lease_until = NULL, worker = NULL WHERE id = ?",
         (*args, delivery_id),
     )
+
+
+def release_held(conn: Conn, incident_id: str, t_now: float) -> int:
+    """Make the incident's held first deliveries (never attempted, due later) due now."""
+    return conn.execute(
+        "UPDATE deliveries SET next_attempt_at = ? WHERE incident_id = ? AND status = 'pending'"
+        " AND attempts = 0 AND next_attempt_at > ?",
+        (t_now, incident_id, t_now),
+    ).rowcount
 
 
 def dead(conn: Conn, limit: int) -> list[Delivery]:

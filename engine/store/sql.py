@@ -12,14 +12,16 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine.model import CONTEXT_KINDS, Alert, ContextRecord, Incident
-from engine.store import codec, incidents, outbox
+from engine.model import CONTEXT_KINDS, Alert, ContextRecord, Finding, Incident
+from engine.store import codec, incidents, outbox, pulls
 from engine.store.base import (
     AlertOutcome,
     Delivery,
     IncidentDraft,
     NewContext,
+    NewPull,
     PlanDeliveries,
+    Pull,
     planned,
 )
 from engine.store.codec import epoch, from_epoch
@@ -70,7 +72,7 @@ class SQLStore:
 
     def reset_for_tests(self) -> None:
         """Empty every table and restart the ids (tests only)."""
-        self.dialect.reset([*CONTEXT_KINDS, "deliveries", "alerts", "incidents"])
+        self.dialect.reset([*CONTEXT_KINDS, "pulls", "deliveries", "alerts", "incidents"])
 
     # --- context -------------------------------------------------------------------
     def add_context(self, records: Sequence[NewContext]) -> list[ContextRecord]:
@@ -263,6 +265,27 @@ class SQLStore:
         )
         if not found:
             raise KeyError(incident_id)
+
+    def add_findings(
+        self, incident_id: str, findings: Sequence[Finding], *, now: datetime
+    ) -> Incident | None:
+        """Append findings (a pull rule's, after the incident was stored) and release the
+        incident's held first deliveries, in one transaction; None for an unknown one."""
+
+        def work(conn: Conn) -> Incident | None:
+            incident = incidents.add_findings(self.dialect, conn, incident_id, findings)
+            if incident is not None:
+                outbox.release_held(conn, incident_id, epoch(now))
+            return incident
+
+        return self.dialect.write(work)
+
+    def add_pull(self, pull: NewPull, *, now: datetime) -> Pull:
+        return self.dialect.write(lambda conn: pulls.insert(conn, pull, now))
+
+    def get_pull(self, pull_id: str) -> Pull | None:
+        with self.dialect.read() as conn:
+            return pulls.get(conn, pull_id)
 
     def stats(self) -> dict[str, Any]:
         with self.dialect.read(snapshot=True) as conn:
