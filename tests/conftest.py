@@ -52,11 +52,15 @@ def make_app(
     `engine.testing.printed(state)`."""
     made: list[tuple[AppState, AppClient]] = []
 
-    def make(report: str = "text", **settings: Any) -> tuple[AppState, AppClient]:
+    def make(
+        report: str = "text", ruleset: RuleSet | None = None, **settings: Any
+    ) -> tuple[AppState, AppClient]:
         settings.setdefault("db", str(tmp_path / f"app{len(made)}.db"))
         settings.setdefault("rules", (rules_dir(),))
         state, app = open_app(
-            ServeSettings(format=report, **settings), ruleset=shipped_rules, stdout=io.StringIO()
+            ServeSettings(format=report, **settings),
+            ruleset=ruleset or shipped_rules,
+            stdout=io.StringIO(),
         )
         client = AppClient(app)
         made.append((state, client))
