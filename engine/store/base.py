@@ -207,11 +207,23 @@ class Store(Protocol):
         fingerprint: str | None = None,
         since: datetime | None = None,
         any_of: Sequence[Mapping[str, str]] = (),
+        severities: Sequence[Severity] = (),
+        q: str | None = None,
+        before: tuple[datetime, str] | None = None,
     ) -> list[Incident]:
         """Newest first by opened_at (filters are ANDed; None means any); `since` is
         inclusive; `limit` None means all. `any_of`, when not empty: only the incidents
         matching at least one of its maps, each an AND of column = value over the columns
-        in ANY_OF_COLUMNS (any other column, or an empty map, is a ValueError)."""
+        in ANY_OF_COLUMNS (any other column, or an empty map, is a ValueError).
+        `severities`: any of them (empty: any). `q`: a text search, each of its words the
+        start of a word of the incident's id, title, team or alert label values
+        (engine.store.search). `before`: a cursor, the (opened_at, id) of the last incident
+        of the previous page; only those after it in this order."""
+        ...
+
+    def incident_alerts(self, incident_id: str) -> list[tuple[str, datetime, str, datetime | None]]:
+        """(fingerprint, starts_at, status, ends_at) of each alert recorded for the
+        incident (the first one and those attached to it), oldest first."""
         ...
 
     def resolve_incident(
@@ -266,6 +278,18 @@ class Store(Protocol):
         retry_at: datetime | None = None,
     ) -> None:
         """ok -> delivered. Not ok -> pending again at retry_at, or dead when retry_at is None."""
+        ...
+
+    def list_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        incident_id: str | None = None,
+        sink: str | None = None,
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> list[Delivery]:
+        """Outbox entries, newest first (filters ANDed, None: any; `before_id`: a cursor)."""
         ...
 
     def dead_deliveries(self, limit: int = 50) -> list[Delivery]: ...

@@ -185,6 +185,19 @@ CREATE TABLE pulls (
 CREATE INDEX pulls_created ON pulls (created_at{then_id});
 """,
     ),
+    Migration(
+        # The incidents' text search (engine.store.search): the words each incident is
+        # found by; the primary key is the index a search word's prefix range reads.
+        # Incidents opened before this migration are indexed when the store opens.
+        "0007_incident_terms",
+        """
+CREATE TABLE incident_terms (
+    term {key} NOT NULL,
+    incident_id {key} NOT NULL REFERENCES incidents (id),
+    PRIMARY KEY (term, incident_id)
+);
+""",
+    ),
 )
 MIGRATION_NAMES: tuple[str, ...] = tuple(m.name for m in MIGRATIONS)
 

@@ -121,6 +121,31 @@ def dead(conn: Conn, limit: int) -> list[Delivery]:
     return [decode(r) for r in conn.execute(sql, (limit,))]
 
 
+def select(
+    conn: Conn,
+    status: str | None,
+    incident_id: str | None,
+    sink: str | None,
+    limit: int,
+    before_id: int | None,
+) -> list[Delivery]:
+    """Newest first; each filter is ANDed when not None."""
+    where: list[str] = []
+    args: list[object] = []
+    for column, value in (("status", status), ("incident_id", incident_id), ("sink", sink)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if before_id is not None:
+        where.append("id < ?")
+        args.append(before_id)
+    sql = f"SELECT {COLUMNS} FROM deliveries"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id DESC LIMIT ?"
+    return [decode(r) for r in conn.execute(sql, (*args, limit))]
+
+
 def counts(conn: Conn) -> dict[str, int]:
     by_status = {
         s: n for s, n in conn.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status")

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine.model import CONTEXT_KINDS, Alert, ContextRecord, Finding, Incident
-from engine.store import codec, incidents, outbox, pulls
+from engine.model import CONTEXT_KINDS, Alert, ContextRecord, Finding, Incident, Severity
+from engine.store import codec, incidents, outbox, pulls, search
 from engine.store.base import (
     AlertOutcome,
     Delivery,
@@ -56,7 +56,8 @@ class SQLStore:
         self.dialect = dialect
         self.single_writer = dialect.single_writer
         try:
-            apply_migrations(dialect)
+            if "0007_incident_terms" in apply_migrations(dialect):
+                dialect.write(search.index_unsearched)
         except BaseException:
             dialect.close()
             raise
@@ -72,7 +73,9 @@ class SQLStore:
 
     def reset_for_tests(self) -> None:
         """Empty every table and restart the ids (tests only)."""
-        self.dialect.reset([*CONTEXT_KINDS, "pulls", "deliveries", "alerts", "incidents"])
+        self.dialect.reset(
+            [*CONTEXT_KINDS, "pulls", "deliveries", "alerts", "incident_terms", "incidents"]
+        )
 
     # --- context -------------------------------------------------------------------
     def add_context(self, records: Sequence[NewContext]) -> list[ContextRecord]:
@@ -197,13 +200,30 @@ class SQLStore:
         fingerprint: str | None = None,
         since: datetime | None = None,
         any_of: Sequence[Mapping[str, str]] = (),
+        severities: Sequence[Severity] = (),
+        q: str | None = None,
+        before: tuple[datetime, str] | None = None,
     ) -> list[Incident]:
         """Newest first by opened_at; `since` filters opened_at >= since; limit None: all;
         `any_of`: at least one of its column = value maps holds (Store.list_incidents)."""
         filters = {"status": status, "service": service, "team": team, "fingerprint": fingerprint}
         limit = self.dialect.unlimited if limit is None or limit < 0 else limit
+        q_words = search.query_words(q or "")
         with self.dialect.read() as conn:
-            return incidents.select(conn, filters, since, limit, any_of)
+            return incidents.select(
+                conn,
+                filters,
+                since,
+                limit,
+                any_of,
+                severities=severities,
+                q_words=q_words,
+                before=before,
+            )
+
+    def incident_alerts(self, incident_id: str) -> list[tuple[str, datetime, str, datetime | None]]:
+        with self.dialect.read() as conn:
+            return incidents.alerts_of(conn, incident_id)
 
     def record_firing(
         self,
@@ -322,6 +342,19 @@ class SQLStore:
         self.dialect.write(
             lambda conn: outbox.finish(self.dialect, conn, delivery_id, ok, now, error, retry_at)
         )
+
+    def list_deliveries(
+        self,
+        *,
+        status: str | None = None,
+        incident_id: str | None = None,
+        sink: str | None = None,
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> list[Delivery]:
+        """Outbox entries, newest first (filters ANDed; `before_id`: ids below it)."""
+        with self.dialect.read() as conn:
+            return outbox.select(conn, status, incident_id, sink, limit, before_id)
 
     def dead_deliveries(self, limit: int = 50) -> list[Delivery]:
         """Dead letters, newest first."""
