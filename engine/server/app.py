@@ -31,6 +31,7 @@ from engine.server.otlp import otlp_routes
 from engine.server.pulls import pull_routes
 from engine.server.state import AppState
 from engine.timeutil import utcnow
+from engine.web.install import install_pages
 
 log = logging.getLogger("incident_pilot")
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -257,4 +258,5 @@ def create_app(state: AppState, *, lifespan: Lifespan[Starlette] | None = None) 
     )
     app.state.ip = state
     install_ops(app, state)  # metrics, auth, limits, logs, reload, OpenAPI
+    install_pages(app, state)  # the pages for people, under /ui (engine.web)
     return app

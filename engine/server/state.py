@@ -40,6 +40,7 @@ from engine.server.metrics import Metrics
 from engine.server.settings import ServeSettings
 from engine.store import open_store
 from engine.store.base import Store
+from engine.web.session import SessionKeyError, Sessions, load_session_key
 
 log = logging.getLogger("incident_pilot")
 Listener = Callable[[AlertResult], None]
@@ -76,9 +77,12 @@ class AppState:
     counters: Counters
     hooks: HookConfig  # the deploy webhooks' secrets and service table
     pulls: PullRunner  # prometheus / loki rules, run after each new incident is stored
+    sessions: Sessions  # browser sessions of the pages (engine.web)
     # Told of every stored alert outcome (metrics, the delivery worker's wake-up).
     listeners: list[Listener] = field(default_factory=list)
     started: float = field(default_factory=time.time)
+    # The last rule reload's result (engine.server.reload.ReloadResult); None: none since start.
+    last_reload: Any = None
     pipeline: Pipeline = field(init=False)
     alert_limits: AlertLimits = field(init=False)
     context_limits: ContextLimits = field(init=False)
@@ -234,6 +238,12 @@ def _assemble(
     except PullConfigError as exc:
         raise StartupError(f"refusing to start: {exc}") from None
     pulls = PullRunner(store, pull_config, on_done=delivery.wake)
+    try:
+        sessions = Sessions(
+            load_session_key(settings.web, environ, warn=bool(tokens)), settings.web.session_ttl
+        )
+    except SessionKeyError as exc:
+        raise StartupError(f"refusing to start: {exc}") from None
     return AppState(
         settings=settings,
         store=store,
@@ -245,6 +255,7 @@ def _assemble(
         counters=counters,
         hooks=hooks,
         pulls=pulls,
+        sessions=sessions,
         listeners=[metrics.observe, delivery.wake],
     )
 

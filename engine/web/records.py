@@ -1,0 +1,189 @@
+"""The pages evidence links to (a context record, a pull answer's record, a table entry),
+and the rules and deliveries pages."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from engine.model import CONTEXT_KINDS
+from engine.server.pulls import pull_to_dict
+from engine.store.outbox import STATUSES
+from engine.timeutil import format_ts
+from engine.web import routes as r
+from engine.web.pages import PageError, page, render
+
+DELIVERY_PAGE = 100
+
+
+def _digits(request: Request, name: str) -> str:
+    raw = str(request.path_params[name])
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
+        raise PageError(400, f"That is not a valid {name}: a whole number is expected.")
+    return raw
+
+
+def pretty(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True)
+
+
+@page
+async def context_page(request: Request) -> Response:
+    kind = str(request.path_params["kind"])
+    if kind not in CONTEXT_KINDS:
+        raise PageError(404, f"There is no kind of record called {kind!r}.")
+    record_id = _digits(request, "id")
+    record = await run_in_threadpool(request.app.state.ip.store.get_context, kind, record_id)
+    if record is None:
+        raise PageError(
+            404, f"There is no {kind} record {record_id} (retention may have pruned it)."
+        )
+    fields = {"service": record.service, "ts": format_ts(record.ts), **record.fields}
+    return render(
+        request,
+        "record.html",
+        {
+            "title": f"{kind[:-1]} {record_id}",
+            "path": record.path,
+            "api": f"/api/context/{kind}/{record_id}",
+            "fields": [(k, pretty(v)) for k, v in fields.items()],
+            "link": None,
+        },
+    )
+
+
+@page
+async def pull_record_page(request: Request) -> Response:
+    pull_id, n = _digits(request, "id"), int(_digits(request, "n"))
+    pull = await run_in_threadpool(request.app.state.ip.store.get_pull, pull_id)
+    if pull is None:
+        raise PageError(404, f"There is no pull {pull_id}.")
+    whole = pull_to_dict(pull)
+    records = whole["answer"]["records"]
+    if n >= len(records):
+        raise PageError(404, f"Pull {pull_id} has no record {n}.")
+    meta = [
+        (k, pretty(whole[k]))
+        for k in ("source", "query", "start", "end", "step")
+        if whole[k] is not None
+    ]
+    return render(
+        request,
+        "record.html",
+        {
+            "title": f"{pull.source} answer {pull_id}/{n}",
+            "path": f"pulls/{pull_id}/{n}",
+            "api": f"/api/pulls/{pull_id}/{n}",
+            "fields": meta + [(k, pretty(v)) for k, v in records[n].items()],
+            "link": pull.link,
+        },
+    )
+
+
+@page
+async def table_page(request: Request) -> Response:
+    # Tables (rule lookups) are not stored records yet: their entries have no page.
+    raise PageError(404, "Table entries have no page in this version.")
+
+
+def _lint(state: Any, rule_file: str) -> str:
+    result = state.last_reload
+    if result is None:
+        return "ok (loaded at start)"
+    errors = [p for p in result.errors if p.startswith(rule_file)]
+    warnings = [p for p in result.warnings if p.startswith(rule_file)]
+    if errors:
+        return f"{len(errors)} errors at the last reload (the previous rules stay in use)"
+    if warnings:
+        return f"{len(warnings)} warnings"
+    return "ok"
+
+
+@page
+async def rules_page(request: Request) -> Response:
+    state = request.app.state.ip
+    activity = request.app.state.web_activity
+    result = state.last_reload
+    rows = []
+    for rule in state.ruleset.rules:
+        rows.append(
+            {
+                "rule": rule,
+                "counts": activity.counts(rule.id),
+                "lint": _lint(state, rule.file),
+                "problems": [
+                    p
+                    for p in ([*result.errors, *result.warnings] if result else [])
+                    if p.startswith(rule.file)
+                ],
+            }
+        )
+    return render(
+        request,
+        "rules.html",
+        {
+            "rows": rows,
+            "reload": result,
+            "problems_elsewhere": [
+                p
+                for p in ([*result.errors, *result.warnings] if result else [])
+                if not any(p.startswith(rule.file) for rule in state.ruleset.rules)
+            ],
+        },
+    )
+
+
+@page
+async def deliveries_page(request: Request) -> Response:
+    state = request.app.state.ip
+    q = request.query_params
+    status = q.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise PageError(400, f"status must be one of {', '.join(STATUSES)}.")
+    incident = q.get("incident") or None
+    sink = q.get("sink") or None
+    for name, value in (("incident", incident), ("sink", sink)):
+        if value is not None and (len(value) > 256 or "\x00" in value):
+            raise PageError(400, f"{name} must be at most 256 characters.")
+    before = q.get("before") or None
+    if before is not None and not (before.isascii() and before.isdigit() and len(before) <= 19):
+        raise PageError(400, "before must be a delivery id.")
+    found = await run_in_threadpool(
+        lambda: state.store.list_deliveries(
+            status=status,
+            incident_id=incident,
+            sink=sink,
+            limit=DELIVERY_PAGE + 1,
+            before_id=int(before) if before else None,
+        )
+    )
+    rows, more = found[:DELIVERY_PAGE], len(found) > DELIVERY_PAGE
+    filters = {k: v for k, v in (("status", status), ("incident", incident), ("sink", sink)) if v}
+    counts = await run_in_threadpool(lambda: state.store.stats().get("outbox") or {})
+    return render(
+        request,
+        "deliveries.html",
+        {
+            "rows": rows,
+            "filters": filters,
+            "statuses": STATUSES,
+            "counts": counts,
+            "next_href": (
+                f"{r.DELIVERIES_PATH}?{urlencode({**filters, 'before': rows[-1].id})}"
+                if more
+                else None
+            ),
+            "can_retry": retry_supported(state),
+            "format_ts": format_ts,
+        },
+    )
+
+
+def retry_supported(state: Any) -> bool:
+    """Whether the store can put a dead letter back in the queue."""
+    return callable(getattr(state.store, "retry_delivery", None))
