@@ -14,14 +14,14 @@ import mimetypes
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from engine.paths import templates_dir
-from engine.server.body import ClientError
+from engine.server.body import ClientError, media_type, read_body
 from engine.web import routes as r
 from engine.web.session import LOGIN_COOKIE, OPEN_TOKEN_ID, SESSION_COOKIE, Session, Sessions
 
@@ -38,6 +38,7 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
 }
+MAX_FORM = 64 * 1024
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 
 
@@ -51,6 +52,24 @@ class PageError(Exception):
 
 class SignIn(Exception):
     """The request needs a session it does not have: redirect to the sign-in page."""
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The fields of a posted HTML form (application/x-www-form-urlencoded, at most
+    MAX_FORM bytes); read once per request."""
+    cached = request.scope.get("ip_form")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    if media_type(request) != "application/x-www-form-urlencoded":
+        raise PageError(415, "This form must be sent as application/x-www-form-urlencoded.")
+    raw = await read_body(request, MAX_FORM)
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=32)
+    except (UnicodeDecodeError, ValueError):
+        raise PageError(400, "This form could not be read.") from None
+    form = dict(pairs)
+    request.scope["ip_form"] = form
+    return form
 
 
 @functools.lru_cache(maxsize=4)
@@ -173,7 +192,7 @@ def page(handler: Handler | None = None, *, admin: bool = False) -> Any:
                 session = _ensure_session(request)
                 request.scope["ip_session"] = session
                 if request.method == "POST":
-                    form = await request.form()
+                    form = await read_form(request)
                     token = form.get("csrf")
                     csrf_ok = Sessions.same(sessions(request).csrf(session), str(token or ""))
                     if not csrf_ok:
@@ -222,7 +241,7 @@ async def login_submit(request: Request) -> Response:
     state = request.app.state.ip
     if not state.tokens:
         return redirect(r.INCIDENTS_PATH)
-    form = await request.form()
+    form = await read_form(request)
     nonce = request.cookies.get(LOGIN_COOKIE, "")
     if not nonce or not Sessions.same(
         sessions(request).login_csrf(nonce), str(form.get("csrf") or "")
@@ -247,9 +266,14 @@ async def login_submit(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
-    if request.method == "POST":
-        return await login_submit(request)
-    return await login_form(request)
+    try:
+        if request.method == "POST":
+            return await login_submit(request)
+        return await login_form(request)
+    except (ClientError, PageError) as exc:
+        status = exc.status
+        message = exc.message
+        return render(request, "error.html", {"message": message}, status=status)
 
 
 @page

@@ -18,7 +18,7 @@ from engine.server.body import ClientError
 from engine.server.incident_query import page_of, parse_incident_query
 from engine.timeutil import format_ts, utcnow
 from engine.web import routes as r
-from engine.web.pages import PageError, page, redirect, render
+from engine.web.pages import PageError, page, read_form, redirect, render
 from engine.web.timeline import gather, legend, render_svg
 
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -172,7 +172,7 @@ async def incident_page(request: Request) -> Response:
 async def resolve_page(request: Request) -> Response:
     state = request.app.state.ip
     incident_id = _incident_id(request)
-    form = await request.form()
+    form = await read_form(request)
     note = str(form.get("note") or "").strip() or None
     if note is not None and (len(note) > MAX_NOTE or "\x00" in note):
         raise PageError(400, f"The note must be at most {MAX_NOTE} characters.")
