@@ -39,7 +39,11 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 MAX_FORM = 64 * 1024
-STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+STATIC_TYPES = {
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 
 
 class PageError(Exception):

@@ -193,16 +193,21 @@ def render_svg(tl: Timeline) -> Markup:
 
 def _summary(tl: Timeline) -> str:
     return (
-        f"{tl.count('deploy')} deploys, {sum(m.value for m in tl.marks if m.kind == 'errors'):g} "
-        f"ERROR lines and {tl.count('trace')} slow traces of {tl.service or 'the service'} "
+        f"{_plural(tl.count('deploy'), 'deploy')}, "
+        f"{_plural(int(sum(m.value for m in tl.marks if m.kind == 'errors')), 'ERROR line')} and "
+        f"{_plural(tl.count('trace'), 'slow trace')} of {tl.service or 'the service'} "
         f"from {format_ts(tl.start)} to {format_ts(tl.end)}; the alert started {format_ts(tl.alert_at)}"
     )
 
 
 def legend(tl: Timeline) -> Sequence[tuple[str, str]]:
     return [
-        ("deploy", f"{tl.count('deploy')} deploys"),
+        ("deploy", _plural(tl.count("deploy"), "deploy")),
         ("errors", f"ERROR lines per {int(tl.bin_width.total_seconds())} s"),
-        ("trace", f"{tl.count('trace')} slowest traces"),
+        ("trace", f"{_plural(tl.count('trace'), 'slow trace')} (the window's slowest)"),
         ("alert", "the alert started"),
     ]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
