@@ -8,7 +8,9 @@ Everything in one run, so ratios compare numbers taken on the same machine minut
      (bench/handwritten.py), in-process, interleaved;
   3. context ingest (single-record and 1,000-record POSTs) against two ceilings: a no-op
      Starlette endpoint and a raw `executemany` into the same schema;
-  4. server memory (VmHWM) with 1M records and the store's size on disk.
+  4. server memory (VmHWM) with 1M records and the store's size on disk;
+  5. the pages' server-side render time (bench/pages.py): one incident with 60 findings,
+     the incidents list at 10,000 incidents.
 Writes bench/results/latest.json and the table in docs/PERFORMANCE.md (between markers);
 `--smoke` writes only to `--out` (a temporary directory by default).
 """
@@ -38,7 +40,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import collectors, datagen, handwritten
+from bench import collectors, datagen, handwritten, pages
 from bench.http import Client, load_worker
 from engine.testing import ServerProcess
 
@@ -761,6 +763,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             "detail": f"VmHWM {mem['VmHWM']} MiB",
         },
     ]
+    rows += pages.pages_targets(result["pages"])
     for row in rows:
         at_least = row.pop("at_least", False)
         row["pass"] = (
@@ -874,6 +877,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['memory']['records']:,} records ({result['memory']['after']}); the store "
         f"takes {result['memory']['store_mib_per_million_records']} MiB on disk per million "
         "context records (data + indexes).",
+        *pages.pages_markdown(result["pages"]),
     ]
     return "\n".join(lines)
 
@@ -968,6 +972,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for suffix in ("", "-wal", "-shm"):
             Path(db + suffix).unlink(missing_ok=True)
         result["ingest"] = ingest_section(mode, work, t0)
+        result["pages"] = pages.pages_section(mode.name, work, log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result["machine"]["loadavg_end"] = list(os.getloadavg())

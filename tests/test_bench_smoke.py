@@ -21,6 +21,7 @@ SECTIONS = (
     "interpreter",
     "ingest",
     "memory",
+    "pages",
     "targets",
 )
 
@@ -74,7 +75,7 @@ def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
     assert ingest["best"]["raw_records_per_s"] > 0
     assert {"VmHWM", "store_mib_per_million_records"} <= result["memory"].keys()
 
-    assert len(result["targets"]) == 8
+    assert len(result["targets"]) == 10  # 8, and the two page targets (bench/pages.py)
     for target in result["targets"]:
         assert {"name", "target", "measured", "pass"} <= target.keys()
 

@@ -160,6 +160,21 @@ class Store(Protocol):
         """
         ...
 
+    def context_column(
+        self,
+        kind: str,
+        column: str,
+        *,
+        start: datetime,
+        end: datetime,
+        service: str | None = None,
+        limit: int | None = None,
+    ) -> list[tuple[float, str, Any]]:
+        """(epoch seconds, id, value of `column`) of the records query_context would return,
+        newest first, reading one of the kind's typed columns (codec.TYPED_FIELDS) only:
+        for summaries over many records. Other columns are a ValueError."""
+        ...
+
     def get_context(self, kind: str, record_id: str) -> ContextRecord | None: ...
 
     def prune_context(self, before: datetime) -> int:

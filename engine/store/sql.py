@@ -125,6 +125,32 @@ class SQLStore:
             rows = conn.execute(sql, args).fetchall()
         return [_record(kind, row) for row in rows]
 
+    def context_column(
+        self,
+        kind: str,
+        column: str,
+        *,
+        start: datetime,
+        end: datetime,
+        service: str | None = None,
+        limit: int | None = None,
+    ) -> list[tuple[float, str, Any]]:
+        """(epoch ts, id, value) of the records in the window, newest first: one typed
+        column only, for summaries over many records (the incident page's timeline)."""
+        codec.check_kind(kind)
+        if column not in {name for name, _ in codec.TYPED_FIELDS[kind]}:
+            raise ValueError(f"{kind} has no column {column!r}")
+        where = (
+            "service = ? AND ts >= ? AND ts <= ?" if service is not None else "ts >= ? AND ts <= ?"
+        )
+        args: list[Any] = [service] if service is not None else []
+        args += [epoch(start), epoch(end), self.dialect.unlimited if limit is None else limit]
+        sql = (
+            f'SELECT ts, id, "{column}" FROM {kind} WHERE {where} ORDER BY ts DESC, id DESC LIMIT ?'
+        )
+        with self.dialect.read() as conn:
+            return [(ts, str(rid), value) for ts, rid, value in conn.execute(sql, args)]
+
     def get_context(self, kind: str, record_id: str) -> ContextRecord | None:
         codec.check_kind(kind)
         try:

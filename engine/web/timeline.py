@@ -35,6 +35,14 @@ LEFT, RIGHT, TOP = 56, 16, 24
 LANES = {"deploy": (TOP, 40), "errors": (76, 110), "trace": (196, 0)}
 
 
+@dataclass(frozen=True)
+class ContextRef:
+    """A record by kind and id: what a mark links to."""
+
+    kind: str
+    id: str
+
+
 @dataclass
 class Mark:
     kind: str  # deploy | errors | trace | alert
@@ -66,7 +74,10 @@ def rule_window(ruleset: RuleSet) -> tuple[timedelta, timedelta]:
 
 
 def gather(
-    store: Store, incident: Incident, ruleset: RuleSet, link: Callable[[ContextRecord], str]
+    store: Store,
+    incident: Incident,
+    ruleset: RuleSet,
+    link: Callable[[ContextRecord | ContextRef], str],
 ) -> Timeline:
     """Read the service's context in the rules' window (indexed queries, bounded)."""
     alert_at = incident.alert.starts_at
@@ -76,38 +87,44 @@ def gather(
     if not incident.service:
         return tl
     service = incident.service
-
-    def query(kind: str, limit: int) -> list[ContextRecord]:
-        return store.query_context(kind, start=tl.start, end=tl.end, service=service, limit=limit)
-
-    for rec in query("deploys", MAX_DEPLOYS):
+    start, end = tl.start, tl.end
+    for rec in store.query_context(
+        "deploys", start=start, end=end, service=service, limit=MAX_DEPLOYS
+    ):
         what = " ".join(str(rec.fields.get(k) or "") for k in ("commit", "author")).strip()
         tl.marks.append(Mark("deploy", rec.ts, f"deploy {what}".strip(), link(rec)))
-    errors = [
-        rec
-        for rec in query("logs", MAX_LOGS)
-        if str(rec.fields.get("level") or "").upper() in ERROR_LEVELS
-    ]
-    tl.bin_width = (tl.end - tl.start) / BINS
-    bins: dict[int, list[ContextRecord]] = {}
-    for rec in errors:
-        n = min(BINS - 1, int((rec.ts - tl.start) / tl.bin_width))
-        bins.setdefault(n, []).append(rec)
+    # Only (ts, id, level) of the log lines: the bins need no more.
+    levels = store.context_column(
+        "logs", "level", start=start, end=end, service=service, limit=MAX_LOGS
+    )
+    t0 = tl.start.timestamp()
+    width = ((tl.end - tl.start) / BINS).total_seconds()
+    tl.bin_width = timedelta(seconds=width)
+    bins: dict[int, list[tuple[float, str]]] = {}
+    for ts, rid, level in levels:
+        if str(level or "").upper() in ERROR_LEVELS:
+            n = min(BINS - 1, int((ts - t0) / width))
+            bins.setdefault(n, []).append((ts, rid))
     for n, recs in sorted(bins.items()):
-        newest = max(recs, key=lambda rec: (rec.ts, int(rec.id)))
+        newest = max(recs, key=lambda rec: (rec[0], int(rec[1])))
         at = tl.start + tl.bin_width * n
         label = f"{len(recs)} ERROR lines from {format_ts(at)}"
-        tl.marks.append(Mark("errors", at, label, link(newest), len(recs)))
-    traces = [
-        (float(rec.fields.get("duration_ms") or 0), rec) for rec in query("traces", MAX_TRACES)
-    ]
-    if traces:
-        durations = sorted(d for d, _ in traces)
-        p90 = durations[min(len(durations) - 1, int(len(durations) * 0.9))]
-        slow = sorted((t for t in traces if t[0] >= p90 and t[0] > 0), key=lambda t: -t[0])
-        for duration, rec in slow[:SLOW_TRACES]:
-            label = f"trace {rec.fields.get('trace_id') or rec.id}: {duration:g} ms"
-            tl.marks.append(Mark("trace", rec.ts, label, link(rec), duration))
+        tl.marks.append(Mark("errors", at, label, link(ContextRef("logs", newest[1])), len(recs)))
+    durations = store.context_column(
+        "traces", "duration_ms", start=start, end=end, service=service, limit=MAX_TRACES
+    )
+    if durations:
+        ordered = sorted(float(d or 0) for _, _, d in durations)
+        p90 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
+        slow = sorted(
+            (t for t in durations if float(t[2] or 0) >= max(p90, 1e-9)), key=lambda t: -float(t[2])
+        )
+        for _ts, rid, _d in slow[:SLOW_TRACES]:
+            trace = store.get_context("traces", rid)
+            if trace is not None:
+                duration = float(trace.fields.get("duration_ms") or 0)
+                label = f"trace {trace.fields.get('trace_id') or trace.id}: {duration:g} ms"
+                tl.marks.append(Mark("trace", trace.ts, label, link(trace), duration))
     return tl
 
 

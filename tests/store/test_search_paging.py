@@ -115,3 +115,26 @@ def test_incidents_stored_before_the_term_index_are_indexed_on_open(tmp_path) ->
         conn.execute("DELETE FROM schema_migrations WHERE name = '0007_incident_terms'")
     with open_store(path) as store:  # type: ignore[attr-defined]
         assert [i.id for i in store.list_incidents(q="legacy")] == [iid]
+
+
+def test_context_column_reads_one_typed_column_newest_first(store: Store) -> None:
+    from engine.store.base import NewContext
+
+    stored = store.add_context(
+        [
+            NewContext("logs", "api", T0 + n * MIN, {"level": level, "message": f"m{n}"})
+            for n, level in enumerate(["ERROR", "INFO", "ERROR"])
+        ]
+        + [NewContext("logs", "other", T0, {"level": "ERROR", "message": "x"})]
+    )
+    got = store.context_column("logs", "level", start=T0, end=T0 + 5 * MIN, service="api")
+    assert got == [
+        ((T0 + 2 * MIN).timestamp(), stored[2].id, "ERROR"),
+        ((T0 + MIN).timestamp(), stored[1].id, "INFO"),
+        (T0.timestamp(), stored[0].id, "ERROR"),
+    ]
+    assert len(store.context_column("logs", "level", start=T0, end=T0, limit=5)) == 2
+    import pytest
+
+    with pytest.raises(ValueError):
+        store.context_column("logs", "attributes", start=T0, end=T0)
