@@ -30,13 +30,23 @@ PAGE_TARGET_MS = 100.0
 SIZES = {"full": (10_000, 300), "quick": (10_000, 100), "smoke": (300, 20)}  # incidents, renders
 
 
-def _ms(seconds: Sequence[float]) -> dict[str, float]:
+def _pct(ms: Sequence[float], p: float) -> float:
+    return round(ms[max(1, math.ceil(p / 100 * len(ms))) - 1], 2)
+
+
+def _ms(seconds: Sequence[float], cpu: Sequence[float]) -> dict[str, float]:
+    """Wall time, and the process's CPU time (every thread: the request's worker thread
+    too) per render, which a machine shared with other work inflates far less."""
     ms = sorted(s * 1000 for s in seconds)
-
-    def pct(p: float) -> float:
-        return round(ms[max(1, math.ceil(p / 100 * len(ms))) - 1], 2)
-
-    return {"n": len(ms), "p50_ms": pct(50), "p99_ms": pct(99), "max_ms": round(ms[-1], 2)}
+    cpu_ms = sorted(s * 1000 for s in cpu)
+    return {
+        "n": len(ms),
+        "p50_ms": _pct(ms, 50),
+        "p99_ms": _pct(ms, 99),
+        "max_ms": round(ms[-1], 2),
+        "cpu_p50_ms": _pct(cpu_ms, 50),
+        "cpu_p99_ms": _pct(cpu_ms, 99),
+    }
 
 
 def _finding(n: int) -> Finding:
@@ -68,14 +78,15 @@ def _alert(i: int, now: Any) -> Alert:
 
 
 def _timed(client: AppClient, path: str, n: int) -> dict[str, float]:
-    times = []
+    times, cpu = [], []
     for _ in range(n):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         r = client.get(path)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
         if r.status_code != 200:
             raise RuntimeError(f"GET {path}: {r.status_code} {r.text[:200]}")
-    return _ms(times)
+    return _ms(times, cpu)
 
 
 def pages_section(mode_name: str, work: Path, log: Callable[[str], None]) -> dict[str, Any]:
@@ -178,14 +189,16 @@ def pages_targets(section: dict[str, Any]) -> list[dict[str, Any]]:
             "target": PAGE_TARGET_MS,
             "measured": page["p99_ms"],
             "unit": "ms",
-            "detail": f"p50 {page['p50_ms']} ms over {page['n']} renders",
+            "detail": f"p50 {page['p50_ms']} ms; CPU p50 / p99 {page['cpu_p50_ms']} / "
+            f"{page['cpu_p99_ms']} ms over {page['n']} renders",
         },
         {
             "name": f"incidents list page at {section['incidents']:,} incidents, p99 < {PAGE_TARGET_MS:g} ms",
             "target": PAGE_TARGET_MS,
             "measured": worst["p99_ms"],
             "unit": "ms",
-            "detail": "slowest of first page, search, severity filter, 20 pages deep",
+            "detail": f"slowest of first page, search, severity filter, 20 pages deep; its CPU "
+            f"p99 {worst['cpu_p99_ms']} ms",
         },
     ]
 
@@ -198,11 +211,14 @@ def pages_markdown(section: dict[str, Any]) -> list[str]:
         f"{section['timeline_records']['logs']:,} log lines and "
         f"{section['timeline_records']['traces']:,} traces)",
         "",
-        "| page | p50 | p99 | max |",
-        "| --- | --- | --- | --- |",
+        "| page | p50 | p99 | max | CPU p50 | CPU p99 |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     rows = [("one incident (60 findings)", section["incident_page"])]
     rows += [(f"incidents list: {k.replace('_', ' ')}", v) for k, v in section["list"].items()]
     for name, s in rows:
-        lines.append(f"| {name} | {s['p50_ms']} ms | {s['p99_ms']} ms | {s['max_ms']} ms |")
+        lines.append(
+            f"| {name} | {s['p50_ms']} ms | {s['p99_ms']} ms | {s['max_ms']} ms | "
+            f"{s['cpu_p50_ms']} ms | {s['cpu_p99_ms']} ms |"
+        )
     return lines

@@ -937,6 +937,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-docs", action="store_true", help="do not touch the docs page")
     p.add_argument("--workdir", type=Path, help="where the store files go (default: a temp dir)")
+    p.add_argument(
+        "--pages-only",
+        action="store_true",
+        help="only the pages' render times (bench/pages.py); prints their table, writes nothing",
+    )
     return p.parse_args(argv)
 
 
@@ -951,6 +956,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         docs = None if args.no_docs else (args.docs or DOCS)
     shown = ["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])]
     work = Path(tempfile.mkdtemp(prefix="bench-work-", dir=args.workdir))
+    if args.pages_only:
+        try:
+            section = pages.pages_section(mode.name, work, log)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        sys.stdout.write(
+            "\n".join([*pages.pages_markdown(section), "", f"Load average: {load}."]) + "\n"
+        )
+        return 0
     started = time.time()
     t0 = round(started)  # the data's "now": alerts start here
     result: dict[str, Any] = {
