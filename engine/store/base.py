@@ -295,18 +295,19 @@ class Store(Protocol):
         """ok -> delivered. Not ok -> pending again at retry_at, or dead when retry_at is None."""
         ...
 
+    def dead_deliveries(self, limit: int = 50) -> list[Delivery]: ...
+
     def list_deliveries(
         self,
         *,
-        status: str | None = None,
-        incident_id: str | None = None,
+        statuses: Sequence[str],
+        incident: str | None = None,
         sink: str | None = None,
+        before: int | None = None,
         limit: int = 50,
-        before_id: int | None = None,
     ) -> list[Delivery]:
-        """Outbox entries, newest first (filters ANDed, None: any; `before_id`: a cursor)."""
+        """Deliveries in `statuses` (of one incident / sink when given, ids below
+        `before` when given), newest first."""
         ...
-
-    def dead_deliveries(self, limit: int = 50) -> list[Delivery]: ...
 
     def close(self) -> None: ...

@@ -123,26 +123,21 @@ def dead(conn: Conn, limit: int) -> list[Delivery]:
 
 def select(
     conn: Conn,
-    status: str | None,
-    incident_id: str | None,
+    statuses: Sequence[str],
+    incident: str | None,
     sink: str | None,
+    before: int | None,
     limit: int,
-    before_id: int | None,
 ) -> list[Delivery]:
-    """Newest first; each filter is ANDed when not None."""
-    where: list[str] = []
-    args: list[object] = []
-    for column, value in (("status", status), ("incident_id", incident_id), ("sink", sink)):
+    """Deliveries in `statuses`, of `incident` and `sink` when given, with an id below
+    `before` when given; newest first."""
+    marks = ", ".join("?" * len(statuses))
+    where, args = [f"status IN ({marks})"], list[Any](statuses)
+    for clause, value in (("incident_id = ?", incident), ("sink = ?", sink), ("id < ?", before)):
         if value is not None:
-            where.append(f"{column} = ?")
+            where.append(clause)
             args.append(value)
-    if before_id is not None:
-        where.append("id < ?")
-        args.append(before_id)
-    sql = f"SELECT {COLUMNS} FROM deliveries"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY id DESC LIMIT ?"
+    sql = f"SELECT {COLUMNS} FROM deliveries WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
     return [decode(r) for r in conn.execute(sql, (*args, limit))]
 
 

@@ -369,23 +369,22 @@ class SQLStore:
             lambda conn: outbox.finish(self.dialect, conn, delivery_id, ok, now, error, retry_at)
         )
 
-    def list_deliveries(
-        self,
-        *,
-        status: str | None = None,
-        incident_id: str | None = None,
-        sink: str | None = None,
-        limit: int = 50,
-        before_id: int | None = None,
-    ) -> list[Delivery]:
-        """Outbox entries, newest first (filters ANDed; `before_id`: ids below it)."""
-        with self.dialect.read() as conn:
-            return outbox.select(conn, status, incident_id, sink, limit, before_id)
-
     def dead_deliveries(self, limit: int = 50) -> list[Delivery]:
         """Dead letters, newest first."""
         with self.dialect.read() as conn:
             return outbox.dead(conn, limit)
+
+    def list_deliveries(
+        self,
+        *,
+        statuses: Sequence[str],
+        incident: str | None = None,
+        sink: str | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> list[Delivery]:
+        with self.dialect.read() as conn:
+            return outbox.select(conn, statuses, incident, sink, before, limit)
 
 
 def _context_counts(conn: Conn) -> dict[str, int]:

@@ -155,11 +155,11 @@ async def deliveries_page(request: Request) -> Response:
         raise PageError(400, "before must be a delivery id.")
     found = await run_in_threadpool(
         lambda: state.store.list_deliveries(
-            status=status,
-            incident_id=incident,
+            statuses=[status] if status else STATUSES,
+            incident=incident,
             sink=sink,
+            before=int(before) if before else None,
             limit=DELIVERY_PAGE + 1,
-            before_id=int(before) if before else None,
         )
     )
     rows, more = found[:DELIVERY_PAGE], len(found) > DELIVERY_PAGE

@@ -16,6 +16,7 @@ from engine.model import Finding, Incident, Severity
 from engine.pipeline import AlertResult
 from engine.server.body import ClientError
 from engine.server.incident_query import page_of, parse_incident_query
+from engine.store.outbox import STATUSES
 from engine.timeutil import format_ts, utcnow
 from engine.web import routes as r
 from engine.web.pages import PageError, page, read_form, redirect, render
@@ -151,7 +152,7 @@ def incident_context(state: Any, incident: Incident) -> dict[str, Any]:
         "timeline_svg": render_svg(timeline),
         "timeline": timeline,
         "legend": legend(timeline),
-        "deliveries": store.list_deliveries(incident_id=incident.id, limit=100),
+        "deliveries": store.list_deliveries(statuses=STATUSES, incident=incident.id, limit=100),
         "format_ts": format_ts,
         "age": age,
     }

@@ -7,7 +7,6 @@ import sqlite3
 
 from engine.model import Severity
 from engine.store import Store, open_store
-from engine.store.base import NewDelivery
 
 from .helpers import MIN, RENOTIFY, T0, make_alert, make_draft
 
@@ -83,26 +82,6 @@ def test_incident_alerts_lists_the_first_and_attached_ones(store: Store) -> None
     ]
     assert alerts[0][3] == T0 + 2 * MIN
     assert store.incident_alerts("inc-none") == []
-
-
-def test_list_deliveries_filters_and_pages_newest_first(store: Store) -> None:
-    a = _open(store, "fp-a", 0)
-    b = _open(store, "fp-b", 1)
-
-    def plan(sink: str):
-        return lambda outcome: [NewDelivery(sink, "resolve", {"n": 1})]
-
-    store.resolve_incident(a, at=T0 + 3 * MIN, plan=plan("slack"))
-    store.resolve_incident(b, at=T0 + 4 * MIN, plan=plan("pagerduty"))
-    every = store.list_deliveries()
-    assert [(d.incident_id, d.sink) for d in every] == [(b, "pagerduty"), (a, "slack")]
-    assert [d.sink for d in store.list_deliveries(incident_id=a)] == ["slack"]
-    assert [d.sink for d in store.list_deliveries(sink="pagerduty")] == ["pagerduty"]
-    assert store.list_deliveries(status="dead") == []
-    store.finish_delivery(every[1].id, ok=False, now=T0, error="HTTP 500")
-    dead = store.list_deliveries(status="dead")
-    assert [(d.id, d.last_error) for d in dead] == [(every[1].id, "HTTP 500")]
-    assert [d.id for d in store.list_deliveries(limit=1, before_id=every[0].id)] == [every[1].id]
 
 
 def test_incidents_stored_before_the_term_index_are_indexed_on_open(tmp_path) -> None:

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 15_000
+DOC_SHOTS = {"incidents", "incident", "incident-phone"}  # the ones README.md shows
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
 if not Path(CHROMIUM).exists():
@@ -134,7 +135,7 @@ def shoot(page: Any, tmp_path: Path, name: str) -> None:
     page.screenshot(path=str(path))
     assert path.stat().st_size > 1000
     keep = os.environ.get("INCIDENT_PILOT_SCREENSHOTS")
-    if keep:
+    if keep and name in DOC_SHOTS:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(keep) / path.name)
 
@@ -171,10 +172,6 @@ def test_sign_in_read_follow_evidence_and_resolve(browser, server, demo, tmp_pat
         assert deploy.locator(
             "code", has_text="kubectl rollout undo deployment/api-gateway"
         ).is_visible()
-        deploy.get_by_role("button", name="Copy").first.click()  # app.js runs under the CSP
-        page.wait_for_function(
-            "!![...document.querySelectorAll('button.copy')].find(b => b.textContent !== 'Copy')"
-        )
         # The timeline: the alert, the deploy before it, the ERROR bins; each a link.
         svg = page.locator("svg.timeline")
         assert svg.is_visible()
@@ -195,6 +192,10 @@ def test_sign_in_read_follow_evidence_and_resolve(browser, server, demo, tmp_pat
         )
         assert fits(page)
         shoot(page, tmp_path, "incident")
+        deploy.get_by_role("button", name="Copy").first.click()  # app.js runs under the CSP
+        page.wait_for_function(
+            "!![...document.querySelectorAll('button.copy')].find(b => b.textContent !== 'Copy')"
+        )
 
         deploy.get_by_role("link", name="context/deploys/1").click()
         page.wait_for_url("**/ui/context/deploys/1")
