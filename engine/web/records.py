@@ -91,12 +91,17 @@ async def table_page(request: Request) -> Response:
     raise PageError(404, "Table entries have no page in this version.")
 
 
-def _lint(state: Any, rule_file: str) -> str:
+def _about(problem: str, rule: Any) -> bool:
+    """Whether a reload problem (`file:line:col: rule.id: message`) concerns the rule."""
+    return problem.startswith(f"{rule.file}:") or f": {rule.id}: " in problem
+
+
+def _lint(state: Any, rule: Any) -> str:
     result = state.last_reload
     if result is None:
         return "ok (loaded at start)"
-    errors = [p for p in result.errors if p.startswith(rule_file)]
-    warnings = [p for p in result.warnings if p.startswith(rule_file)]
+    errors = [p for p in result.errors if _about(p, rule)]
+    warnings = [p for p in result.warnings if _about(p, rule)]
     if errors:
         return f"{len(errors)} errors at the last reload (the previous rules stay in use)"
     if warnings:
@@ -115,11 +120,11 @@ async def rules_page(request: Request) -> Response:
             {
                 "rule": rule,
                 "counts": activity.counts(rule.id),
-                "lint": _lint(state, rule.file),
+                "lint": _lint(state, rule),
                 "problems": [
                     p
                     for p in ([*result.errors, *result.warnings] if result else [])
-                    if p.startswith(rule.file)
+                    if _about(p, rule)
                 ],
             }
         )
@@ -132,7 +137,7 @@ async def rules_page(request: Request) -> Response:
             "problems_elsewhere": [
                 p
                 for p in ([*result.errors, *result.warnings] if result else [])
-                if not any(p.startswith(rule.file) for rule in state.ruleset.rules)
+                if not any(_about(p, rule) for rule in state.ruleset.rules)
             ],
         },
     )

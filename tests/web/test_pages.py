@@ -314,3 +314,57 @@ def test_unknown_records_and_incidents_are_404_pages(api):
         assert r.headers["content-type"].startswith("text/html")
     assert api.get("/ui/context/deploys/abc").status_code == 400
     assert api.get("/ui/incidents/bad%20id").status_code == 400
+
+
+def test_a_pull_answer_record_has_a_page(make_app):
+    from engine.store.base import NewPull
+    from engine.timeutil import utcnow
+
+    state, api = make_app()
+    now = utcnow()
+    pull = state.store.add_pull(
+        NewPull(
+            source="prometheus",
+            url="http://prometheus.example:9090/api/v1/query_range",
+            query='rate(http_requests_total{code=~"5.."}[5m])',
+            start=now,
+            end=now,
+            step=15.0,
+            link="http://prometheus.example:9090/graph?g0.expr=x",
+            answer={
+                "resultType": "matrix",
+                "records": [{"metric": {"pod": "<b>api-1</b>"}, "max": 0.09}],
+            },
+        ),
+        now=now,
+    )
+    r = api.get(f"/ui/pulls/{pull.id}/0")
+    assert r.status_code == 200
+    assert "rate(http_requests_total{code=~&#34;5..&#34;}[5m])" in r.text
+    assert (
+        "&lt;b&gt;api-1&lt;/b&gt;" in r.text
+        and 'href="http://prometheus.example:9090/graph' in r.text
+    )
+    assert api.get(f"/ui/pulls/{pull.id}/1").status_code == 404
+
+
+def test_rules_page_shows_a_failed_reload_against_the_rule_file(make_app, tmp_path):
+    import shutil
+
+    from engine.paths import rules_dir
+
+    rules = tmp_path / "rules"
+    shutil.copytree(rules_dir(), rules)
+    from engine.rulefiles import load_rules
+
+    _, api = make_app(rules=(rules,), ruleset=load_rules([rules]))
+    broken = rules / "logs.error_spike.yaml"
+    broken.write_text(broken.read_text().replace("source: logs", "source: nowhere"))
+    assert api.post("/-/reload").status_code == 422
+    html = api.get("/ui/rules").text
+    assert "The last reload failed with" in html
+    row = re.search(r'<tr id="rule-logs.error_spike">(.*?)</tr>', html, re.S)
+    assert row and "errors at the last reload" in row.group(1)
+    assert "logs.error_spike.yaml:" in row.group(1)  # the problem, at file:line
+    other = re.search(r'<tr id="rule-routing.team">(.*?)</tr>', html, re.S)
+    assert other and "<td>ok</td>" in other.group(1)
