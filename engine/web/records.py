@@ -86,6 +86,11 @@ async def pull_record_page(request: Request) -> Response:
 
 
 @page
+async def no_such_page(request: Request) -> Response:
+    raise PageError(404, "There is no such page.")
+
+
+@page
 async def table_page(request: Request) -> Response:
     # Tables (rule lookups) are not stored records yet: their entries have no page.
     raise PageError(404, "Table entries have no page in this version.")
