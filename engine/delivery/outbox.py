@@ -247,7 +247,8 @@ class OutboxWorker:
             first = result.error
             result = self.attempt(delivery, minimal=True)
             if result.status != "ok":
-                result = replace(result, error=f"{result.error} (full message: {first})")
+                both = f"minimal message: {result.error}; full message: {first}"
+                result = replace(result, error=both)
         now = self.clock()
         error, retry_at = result.error, None
         if result.status == "ok":
