@@ -238,8 +238,9 @@ class OutboxWorker:
     def process(self, delivery: Delivery) -> SendResult:
         """Send one claimed delivery and record the result."""
         where = f"{delivery.event} of {delivery.incident_id} to {delivery.sink}"
+        started = time.monotonic()
         result = self.attempt(delivery)
-        if result.payload_refused:
+        if result.payload_refused and self._lease_left(delivery, started):
             # The receiver refused what we sent (too large, invalid): what matters is
             # that the page arrives, so try once more with the least it needs.
             self.count(delivery.sink, "minimal")
@@ -280,6 +281,13 @@ class OutboxWorker:
         if result.status != "ok" and retry_at is None:
             self.dead_letter(delivery, error)
         return result
+
+    def _lease_left(self, delivery: Delivery, started: float) -> bool:
+        """Whether a second send still ends within the claim's lease (else another worker
+        could claim the delivery while it is being sent)."""
+        sink = self.sinks.get(delivery.sink)
+        timeout = float(getattr(getattr(sink, "spec", None), "timeout", 10.0))
+        return time.monotonic() - started + timeout < self.policy.lease
 
     def dead_letter(self, delivery: Delivery, error: str | None) -> None:
         """A delivery given up: loud (ERROR, with the incident and the sink) and counted."""
