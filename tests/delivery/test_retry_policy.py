@@ -213,3 +213,15 @@ def test_retries_stop_at_max_age(delivery_app) -> None:
     (dead,) = client.get("/api/deliveries").json()["deliveries"]
     assert dead["attempts"] >= 3 and "not sent" in dead["last_error"]
     assert metric(client, "retry") == dead["attempts"] - 1 and metric(client, "dead") == 1
+
+
+def test_an_older_config_with_max_attempts_still_loads(tmp_path) -> None:
+    from engine.delivery.config import load_config
+
+    path = tmp_path / "old.yaml"
+    path.write_text("delivery: {max_attempts: 8, base_delay: 2s, max_delay: 10m}\n", "utf-8")
+    config, problems = load_config(path, {})
+    assert problems == [] and config is not None
+    policy = config.policy
+    assert (policy.max_attempts, policy.max_age, policy.max_delay) == (8, 86_400, 600)
+    assert len(retry_schedule(policy, Ceiling())) == 8  # as written: 8 attempts at most
