@@ -32,6 +32,7 @@ MAX_TAGS, MAX_TAG, MAX_DETAILS = 20, 50, 8_000
 MAX_NOTE = 25_000  # a close request's note
 RESERVE = 40  # room kept for the `more_findings` entry
 MIN_FINDING = 80  # a finding cut shorter than this is counted, not shown
+MAX_FINDING = 1000  # a long finding is cut so that more findings show
 PRIORITY = {"critical": "P1", "high": "P2", "medium": "P3", "low": "P4", "info": "P5"}
 
 
@@ -65,7 +66,7 @@ def build_details(
         if room - utf16_len(key) < MIN_FINDING:
             details["more_findings"] = f"{len(findings) - i + 1} more: see the link"
             break
-        details[key] = clip(_finding_text(f, minimal), min(room - utf16_len(key), 2000))
+        details[key] = clip(_finding_text(f, minimal), min(room - utf16_len(key), MAX_FINDING))
         room -= utf16_len(key) + utf16_len(details[key])
     return details
 

@@ -43,6 +43,7 @@ MAX_HEADER = 150
 MAX_BLOCKS_TEXT = 12_000
 MAX_FALLBACK = 3000  # the notification text (`text`): shown in notifications, not blocks
 MAX_NARRATION = 3000
+MAX_FINDING = 1500  # a finding's section: long ones are cut so that more findings show
 RESERVED_BLOCKS = 2  # the "... and N more findings" line and the link
 RESERVED_TEXT = 100  # the "... and N more findings" line
 
@@ -114,7 +115,7 @@ def build_message(
         room = MAX_BLOCKS_TEXT - reserve - block_text(blocks)
         if len(blocks) >= MAX_BLOCKS - RESERVED_BLOCKS or room < 200:
             break
-        blocks.append(_finding(f, min(room, 1000 if minimal else MAX_SECTION)))
+        blocks.append(_finding(f, min(room, 1000 if minimal else MAX_FINDING)))
         shown += 1
     total = len(inc.get("findings") or [])
     if total > shown:
