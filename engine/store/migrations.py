@@ -186,16 +186,28 @@ CREATE INDEX pulls_created ON pulls (created_at{then_id});
 """,
     ),
     Migration(
+        # Retention (engine.store.retention): resolved incidents by when they were
+        # resolved, and an incident's outbox rows whatever their status, so pruning an
+        # incident deletes its deliveries by index.
+        "0007_retention",
+        """
+CREATE INDEX incidents_resolved_at ON incidents (resolved_at) WHERE status = 'resolved';
+CREATE INDEX deliveries_incident ON deliveries (incident_id);
+""",
+    ),
+    Migration(
         # The incidents' text search (engine.store.search): the words each incident is
-        # found by; the primary key is the index a search word's prefix range reads.
-        # Incidents opened before this migration are indexed when the store opens.
-        "0007_incident_terms",
+        # found by; the primary key is the index a search word's prefix range reads, the
+        # second index the one retention deletes an incident's words by. Incidents opened
+        # before this migration are indexed when the store opens.
+        "0008_incident_terms",
         """
 CREATE TABLE incident_terms (
     term {key} NOT NULL,
     incident_id {key} NOT NULL REFERENCES incidents (id),
     PRIMARY KEY (term, incident_id)
 );
+CREATE INDEX incident_terms_incident ON incident_terms (incident_id);
 """,
     ),
 )

@@ -91,7 +91,7 @@ def test_incidents_stored_before_the_term_index_are_indexed_on_open(tmp_path) ->
     # As a database of the previous version: no term rows, no record of the migration.
     with sqlite3.connect(path) as conn:
         conn.execute("DROP TABLE incident_terms")
-        conn.execute("DELETE FROM schema_migrations WHERE name = '0007_incident_terms'")
+        conn.execute("DELETE FROM schema_migrations WHERE name = '0008_incident_terms'")
     with open_store(path) as store:  # type: ignore[attr-defined]
         assert [i.id for i in store.list_incidents(q="legacy")] == [iid]
 
@@ -117,3 +117,12 @@ def test_context_column_reads_one_typed_column_newest_first(store: Store) -> Non
 
     with pytest.raises(ValueError):
         store.context_column("logs", "attributes", start=T0, end=T0)
+
+
+def test_pruning_a_resolved_incident_takes_its_search_words(store: Store) -> None:
+    old = _open(store, "fp-old", 0, service="billing")
+    store.resolve_incident(old, at=T0 + MIN)
+    kept = _open(store, "fp-new", 5, service="billing")
+    store.prune_incidents(T0 + 2 * MIN)
+    assert store.get_incident(old) is None
+    assert [i.id for i in store.list_incidents(q="billing")] == [kept]
