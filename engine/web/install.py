@@ -31,6 +31,7 @@ def page_routes() -> list[Route]:
         Route(p + "/tables/{table}/{key:path}", records.table_page, methods=["GET"]),
         Route(r.RULES_PATH, records.rules_page, methods=["GET"]),
         Route(r.DELIVERIES_PATH, records.deliveries_page, methods=["GET"]),
+        Route(r.DELIVERIES_PATH + "/{id}/retry", records.retry_page, methods=["POST"]),
         Route(p + "/{rest:path}", records.no_such_page, methods=["GET"]),  # last: the rest
     ]
     for route in routes:

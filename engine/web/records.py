@@ -4,6 +4,7 @@ and the rules and deliveries pages."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,12 +14,14 @@ from starlette.responses import Response
 
 from engine.model import CONTEXT_KINDS
 from engine.server.pulls import pull_to_dict
+from engine.store.base import RetryRefused
 from engine.store.outbox import STATUSES
-from engine.timeutil import format_ts
+from engine.timeutil import format_ts, utcnow
 from engine.web import routes as r
-from engine.web.pages import PageError, page, render
+from engine.web.pages import PageError, page, read_form, redirect, render, safe_next
 
 DELIVERY_PAGE = 100
+log = logging.getLogger("incident_pilot")
 
 
 def _digits(request: Request, name: str) -> str:
@@ -188,12 +191,34 @@ async def deliveries_page(request: Request) -> Response:
                 if more
                 else None
             ),
-            "can_retry": retry_supported(state),
+            "can_retry": True,
             "format_ts": format_ts,
         },
     )
 
 
-def retry_supported(state: Any) -> bool:
-    """Whether the store can put a dead letter back in the queue."""
-    return callable(getattr(state.store, "retry_delivery", None))
+@page(admin=True)
+async def retry_page(request: Request) -> Response:
+    """Re-send a dead letter (as `POST /api/deliveries/{id}/retry`), then back to where
+    the form was."""
+    state = request.app.state.ip
+    delivery_id = int(_digits(request, "id"))
+    form = await read_form(request)
+    try:
+        queued = await run_in_threadpool(
+            lambda: state.store.retry_delivery(delivery_id, now=utcnow())
+        )
+    except RetryRefused as exc:
+        raise PageError(409, f"Delivery {delivery_id} was not re-sent: {exc}.") from None
+    if queued is None:
+        raise PageError(404, f"There is no delivery {delivery_id}.")
+    log.warning(
+        "dead letter %d (%s of incident %s to sink %s) queued again by hand from the page",
+        queued.id,
+        queued.event,
+        queued.incident_id,
+        queued.sink,
+        extra={"incident": queued.incident_id, "sink": queued.sink, "delivery": queued.id},
+    )
+    state.delivery.wake()
+    return redirect(safe_next(form.get("back")))

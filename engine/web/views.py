@@ -155,6 +155,7 @@ def incident_context(state: Any, incident: Incident) -> dict[str, Any]:
         "deliveries": store.list_deliveries(statuses=STATUSES, incident=incident.id, limit=100),
         "format_ts": format_ts,
         "age": age,
+        "can_retry": True,
     }
 
 
