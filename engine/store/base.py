@@ -68,6 +68,19 @@ class AlertOutcome:
 
 
 @dataclass(frozen=True)
+class AlertRecord:
+    """One alert recorded for an incident (`Store.incident_alerts`): the first one, or one
+    that joined it."""
+
+    fingerprint: str
+    starts_at: datetime
+    status: str  # "firing" | "resolved"
+    ends_at: datetime | None
+    labels: dict[str, str] | None  # None: recorded before alerts kept their labels
+    generator_url: str = ""
+
+
+@dataclass(frozen=True)
 class NewDelivery:
     """One message for one sink, stored in the outbox before it is attempted."""
 
@@ -247,9 +260,9 @@ class Store(Protocol):
         of the previous page; only those after it in this order."""
         ...
 
-    def incident_alerts(self, incident_id: str) -> list[tuple[str, datetime, str, datetime | None]]:
-        """(fingerprint, starts_at, status, ends_at) of each alert recorded for the
-        incident (the first one and those attached to it), oldest first."""
+    def incident_alerts(self, incident_id: str) -> list[AlertRecord]:
+        """Each alert recorded for the incident (the first one and those attached to it),
+        oldest first."""
         ...
 
     def resolve_incident(

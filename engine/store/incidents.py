@@ -26,7 +26,13 @@ from typing import Any
 
 from engine.model import Alert, Finding, Incident, Severity
 from engine.store import codec, search
-from engine.store.base import ANY_OF_COLUMNS, AlertOutcome, IncidentDraft, OutcomeKind
+from engine.store.base import (
+    ANY_OF_COLUMNS,
+    AlertOutcome,
+    AlertRecord,
+    IncidentDraft,
+    OutcomeKind,
+)
 from engine.store.codec import epoch, from_epoch
 from engine.store.dialect import Conn, Dialect
 
@@ -190,9 +196,10 @@ def record_firing(
     # an attach below points the row at the incident it joins.
     dialect.defer_foreign_keys(conn)
     claimed = conn.execute(
-        "INSERT INTO alerts (fingerprint, starts_at, incident_id, status, ends_at, received_at)"
-        " VALUES (?, ?, ?, 'firing', NULL, ?) ON CONFLICT DO NOTHING RETURNING 1",
-        (*key, draft.id, t_now),
+        "INSERT INTO alerts (fingerprint, starts_at, incident_id, status, ends_at, received_at,"
+        " labels, generator_url) VALUES (?, ?, ?, 'firing', NULL, ?, ?, ?)"
+        " ON CONFLICT DO NOTHING RETURNING 1",
+        (*key, draft.id, t_now, codec.dumps(alert.labels), alert.generator_url),
     ).fetchone()
     if claimed is None:
         # A concurrent identical firing got there first and has committed (ON CONFLICT
@@ -288,14 +295,17 @@ def _insert(conn: Conn, draft: IncidentDraft, t_now: float) -> bool:
     return row is not None
 
 
-def alerts_of(conn: Conn, incident_id: str) -> list[tuple[str, datetime, str, datetime | None]]:
-    """(fingerprint, starts_at, status, ends_at) of each alert of the incident, oldest first."""
+def alerts_of(conn: Conn, incident_id: str) -> list[AlertRecord]:
+    """Each alert recorded for the incident, oldest first."""
     rows = conn.execute(
-        "SELECT fingerprint, starts_at, status, ends_at FROM alerts WHERE incident_id = ?"
-        " ORDER BY starts_at, fingerprint",
+        "SELECT fingerprint, starts_at, status, ends_at, labels, generator_url FROM alerts"
+        " WHERE incident_id = ? ORDER BY starts_at, fingerprint",
         (incident_id,),
     ).fetchall()
-    return [(fp, from_epoch(start), status, from_epoch(end)) for fp, start, status, end in rows]
+    return [
+        AlertRecord(fp, from_epoch(start), status, from_epoch(end), codec.loads(labels), url or "")
+        for fp, start, status, end, labels, url in rows
+    ]
 
 
 def record_resolved(

@@ -210,6 +210,15 @@ CREATE TABLE incident_terms (
 CREATE INDEX incident_terms_incident ON incident_terms (incident_id);
 """,
     ),
+    Migration(
+        # Each alert's labels and generatorURL, so an incident's page shows every alert
+        # that joined it, not only the first (NULL for alerts recorded before).
+        "0009_alert_labels",
+        """
+ALTER TABLE alerts ADD COLUMN labels TEXT;
+ALTER TABLE alerts ADD COLUMN generator_url TEXT;
+""",
+    ),
 )
 MIGRATION_NAMES: tuple[str, ...] = tuple(m.name for m in MIGRATIONS)
 

@@ -16,6 +16,7 @@ from engine.model import CONTEXT_KINDS, Alert, ContextRecord, Finding, Incident,
 from engine.store import codec, incidents, outbox, pulls, retention, search
 from engine.store.base import (
     AlertOutcome,
+    AlertRecord,
     Delivery,
     IncidentDraft,
     NewContext,
@@ -244,7 +245,7 @@ class SQLStore:
                 before=before,
             )
 
-    def incident_alerts(self, incident_id: str) -> list[tuple[str, datetime, str, datetime | None]]:
+    def incident_alerts(self, incident_id: str) -> list[AlertRecord]:
         with self.dialect.read() as conn:
             return incidents.alerts_of(conn, incident_id)
 

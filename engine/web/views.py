@@ -156,6 +156,7 @@ def incident_context(state: Any, incident: Incident) -> dict[str, Any]:
         "format_ts": format_ts,
         "age": age,
         "can_retry": True,
+        "web_link": web_link,
     }
 
 

@@ -68,19 +68,20 @@ def test_cursor_pages_through_everything_once_newest_first(store: Store) -> None
 
 
 def test_incident_alerts_lists_the_first_and_attached_ones(store: Store) -> None:
-    first = make_alert("fp-a", starts_at=T0)
     iid = _open(store, "fp-a", 0)
-    again = make_draft(make_alert("fp-a", starts_at=T0 + 5 * MIN))
+    again = make_draft(make_alert("fp-a", starts_at=T0 + 5 * MIN, pod="api-7"))
     store.record_firing(again, now=T0 + 5 * MIN, renotify_after=RENOTIFY)
     store.record_resolved(
         make_alert("fp-a", starts_at=T0, status="resolved", ends_at=T0 + 2 * MIN), now=T0
     )
     alerts = store.incident_alerts(iid)
-    assert [(a[0], a[1], a[2]) for a in alerts] == [
-        ("fp-a", first.starts_at, "resolved"),
-        ("fp-a", T0 + 5 * MIN, "firing"),
+    assert [(a.fingerprint, a.starts_at, a.status, a.ends_at) for a in alerts] == [
+        ("fp-a", T0, "resolved", T0 + 2 * MIN),
+        ("fp-a", T0 + 5 * MIN, "firing", None),
     ]
-    assert alerts[0][3] == T0 + 2 * MIN
+    assert alerts[0].labels == {"alertname": "HighErrorRate", "service": "checkout-api"}
+    assert alerts[1].labels == {**alerts[0].labels, "pod": "api-7"}
+    assert alerts[1].generator_url == "http://prometheus:9090/graph?g0.expr=x&g0.tab=1"
     assert store.incident_alerts("inc-none") == []
 
 

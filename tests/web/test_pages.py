@@ -368,3 +368,29 @@ def test_rules_page_shows_a_failed_reload_against_the_rule_file(make_app, tmp_pa
     assert "logs.error_spike.yaml:" in row.group(1)  # the problem, at file:line
     other = re.search(r'<tr id="rule-routing.team">(.*?)</tr>', html, re.S)
     assert other and "<td>ok</td>" in other.group(1)
+
+
+def test_every_alert_of_an_incident_shows_its_labels_and_source(api):
+    first = make_alert(
+        service="cart",
+        fingerprint="0f0cca7c0ffee001",
+        generator_url="http://prometheus.example/graph?g0=1",
+    )
+    incident_id = api.post("/alerts", json=first).json()["results"][0]["incident"]
+    later = make_alert(
+        service="cart",
+        fingerprint="0f0cca7c0ffee001",
+        starts_at="2026-01-01T00:00:00Z",
+        pod="<i>cart-7</i>",
+        generator_url="javascript:alert(1)",
+    )
+    r = api.post("/alerts", json=later).json()["results"][0]
+    assert (r["outcome"], r["incident"]) == ("attached", incident_id)
+    html = api.get(f"/ui/incidents/{incident_id}").text
+    table = re.search(r'<table class="list alerts">(.*?)</table>', html, re.S)
+    assert table
+    rows = re.findall(r"<tr><td>.*?</tr>", table.group(1), re.S)
+    assert len(rows) == 2
+    assert "<b>pod</b>=&lt;i&gt;cart-7&lt;/i&gt;" in rows[0]  # the later one started earlier
+    assert "<code>javascript:alert(1)</code>" in rows[0]
+    assert '<a href="http://prometheus.example/graph?g0=1"' in rows[1]
