@@ -170,7 +170,9 @@ def _ticks(tl: Timeline) -> list[str]:
 def render_svg(tl: Timeline) -> Markup:
     """The timeline as an <svg> element (every text escaped)."""
     parts = [
-        f'<svg class="timeline" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        # A group, not role="img": an image's children are hidden from screen readers,
+        # and every mark here is a link with its own name (its <title>).
+        f'<svg class="timeline" viewBox="0 0 {WIDTH} {HEIGHT}" role="group" '
         f'aria-labelledby="timeline-title" xmlns="http://www.w3.org/2000/svg">',
         f'<title id="timeline-title">{escape(_summary(tl))}</title>',
         *_ticks(tl),

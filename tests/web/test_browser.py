@@ -177,6 +177,8 @@ def test_sign_in_read_follow_evidence_and_resolve(browser, server, demo, tmp_pat
         assert svg.is_visible()
         assert svg.locator("a.mark-alert").count() == 1
         assert svg.locator("a.mark-deploy").count() == 1
+        # Each mark is a link a screen reader can reach, named by its tooltip.
+        assert svg.get_by_role("link", name="deploy a39bf2c alice").is_visible()
         bins = svg.locator("a.mark-errors")
         assert bins.count() >= 1
         assert all(
