@@ -10,6 +10,7 @@ things. With no tokens configured the pages are open, like the API.
 from __future__ import annotations
 
 import functools
+import logging
 import mimetypes
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from engine.web import routes as r
 from engine.web.session import LOGIN_COOKIE, OPEN_TOKEN_ID, SESSION_COOKIE, Session, Sessions
 
 Handler = Callable[[Request], Awaitable[Response]]
+log = logging.getLogger("incident_pilot")
 # No inline script or style anywhere: everything comes from our own origin.
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -222,7 +224,9 @@ def page(handler: Handler | None = None, *, admin: bool = False) -> Any:
     return wrap(handler) if handler is not None else wrap
 
 
-async def login_form(request: Request, error: str = "", status: int = 200) -> Response:
+async def login_form(
+    request: Request, error: str = "", status: int = 200, next_path: str | None = None
+) -> Response:
     state = request.app.state.ip
     if not state.tokens:
         return redirect(r.INCIDENTS_PATH)
@@ -232,7 +236,7 @@ async def login_form(request: Request, error: str = "", status: int = 200) -> Re
         "login.html",
         {
             "error": error,
-            "next": safe_next(request.query_params.get("next")),
+            "next": safe_next(next_path or request.query_params.get("next")),
             "login_csrf": sessions(request).login_csrf(nonce),
         },
         status=status,
@@ -246,21 +250,26 @@ async def login_submit(request: Request) -> Response:
     if not state.tokens:
         return redirect(r.INCIDENTS_PATH)
     form = await read_form(request)
+    back = form.get("next")
     nonce = request.cookies.get(LOGIN_COOKIE, "")
     if not nonce or not Sessions.same(
         sessions(request).login_csrf(nonce), str(form.get("csrf") or "")
     ):
-        return await login_form(request, "The sign-in form expired: please try again.", 403)
+        return await login_form(request, "The sign-in form expired: please try again.", 403, back)
     token = str(form.get("token") or "").strip()
     granted = state.tokens.scopes_for(token) if token else set()
     if not granted:
-        return await login_form(request, "That token is not valid.", 401)
+        log.warning("page sign-in refused: unknown token", extra={"client": _client(request)})
+        return await login_form(request, "That token is not valid.", 401, back)
     scope = "admin" if "admin" in granted else "read" if "read" in granted else ""
+    token_id = state.tokens.token_id(token)
     if not scope:
+        log.warning("page sign-in refused: token %s has no read scope", token_id)
         return await login_form(
-            request, "That token has no read scope: pages need read or admin.", 403
+            request, "That token has no read scope: pages need read or admin.", 403, back
         )
-    cookie, _ = sessions(request).issue(scope, state.tokens.token_id(token))
+    log.info("page sign-in: token %s, scope %s", token_id, scope)
+    cookie, _ = sessions(request).issue(scope, token_id)
     response = redirect(safe_next(str(form.get("next") or "")))
     set_cookie(
         request, response, SESSION_COOKIE, cookie, int(sessions(request).ttl.total_seconds())
@@ -305,6 +314,10 @@ async def static(request: Request) -> Response:
 
 async def home(request: Request) -> Response:
     return redirect(r.INCIDENTS_PATH, status=307)
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "-"
 
 
 def quoted(value: object) -> str:

@@ -163,12 +163,19 @@ def test_sign_in_sets_a_strict_http_only_expiring_cookie(tokens_env, make_app):
         (TOKENS["ingest"], 403, "no read scope"),
     ],
 )
-def test_sign_in_refuses_bad_and_ingest_tokens(tokens_env, make_app, token, status, message):
+def test_sign_in_refuses_bad_and_ingest_tokens(
+    tokens_env, make_app, token, status, message, caplog
+):
     _, api = make_app()
-    form = api.get("/ui/login")
-    r = api.post("/ui/login", data={"token": token, "csrf": form_value(form.text, "csrf")})
+    form = api.get("/ui/login", params={"next": "/ui/rules"})
+    r = api.post(
+        "/ui/login",
+        data={"token": token, "csrf": form_value(form.text, "csrf"), "next": "/ui/rules"},
+    )
     assert r.status_code == status and message in r.text
     assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
+    assert form_value(r.text, "next") == "/ui/rules"  # try again, same destination
+    assert "page sign-in refused" in caplog.text and token not in caplog.text
 
 
 def test_sign_in_form_needs_its_csrf_token(tokens_env, make_app):
