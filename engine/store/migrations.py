@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from engine.store import tallies
 from engine.store.dialect import Dialect
 
 # What differs, per engine:
@@ -50,9 +51,13 @@ DDL_WORDS: dict[str, dict[str, str]] = {
 @dataclass(frozen=True)
 class Migration:
     name: str
-    ddl: str  # with {serial}, {real}, ... from DDL_WORDS
+    # One text with {serial}, {real}, ... from DDL_WORDS; or, where the engines' DDL has
+    # little in common (triggers), a function of the engine's name that writes it.
+    ddl: str | Callable[[str], str]
 
     def sql(self, dialect_name: str) -> str:
+        if callable(self.ddl):
+            return self.ddl(dialect_name)
         return self.ddl.format(**DDL_WORDS[dialect_name])
 
 
@@ -195,12 +200,15 @@ CREATE INDEX incidents_resolved_at ON incidents (resolved_at) WHERE status = 're
 CREATE INDEX deliveries_incident ON deliveries (incident_id);
 """,
     ),
+    # Kept counts for /metrics and /api/stats (engine.store.tallies): seeded from the
+    # tables as they are, then kept by triggers and by the store's context writes.
+    Migration("0008_tallies", tallies.migration_ddl),
     Migration(
         # The incidents' text search (engine.store.search): the words each incident is
         # found by; the primary key is the index a search word's prefix range reads, the
         # second index the one retention deletes an incident's words by. Incidents opened
         # before this migration are indexed when the store opens.
-        "0008_incident_terms",
+        "0009_incident_terms",
         """
 CREATE TABLE incident_terms (
     term {key} NOT NULL,
@@ -213,7 +221,7 @@ CREATE INDEX incident_terms_incident ON incident_terms (incident_id);
     Migration(
         # Each alert's labels and generatorURL, so an incident's page shows every alert
         # that joined it, not only the first (NULL for alerts recorded before).
-        "0009_alert_labels",
+        "0010_alert_labels",
         """
 ALTER TABLE alerts ADD COLUMN labels TEXT;
 ALTER TABLE alerts ADD COLUMN generator_url TEXT;

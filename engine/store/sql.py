@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.model import CONTEXT_KINDS, Alert, ContextRecord, Finding, Incident, Severity
-from engine.store import codec, incidents, outbox, pulls, retention, search
+from engine.store import codec, incidents, outbox, pulls, retention, search, tallies
 from engine.store.base import (
     AlertOutcome,
     AlertRecord,
@@ -56,7 +56,7 @@ class SQLStore:
         self.dialect = dialect
         self.single_writer = dialect.single_writer
         try:
-            if "0008_incident_terms" in apply_migrations(dialect):
+            if "0009_incident_terms" in apply_migrations(dialect):
                 dialect.write(search.index_unsearched)
         except BaseException:
             dialect.close()
@@ -76,6 +76,7 @@ class SQLStore:
         self.dialect.reset(
             [*CONTEXT_KINDS, "pulls", "deliveries", "alerts", "incident_terms", "incidents"]
         )
+        self.dialect.write(lambda conn: conn.execute("UPDATE tallies SET n = 0"))
 
     # --- context -------------------------------------------------------------------
     def add_context(self, records: Sequence[NewContext]) -> list[ContextRecord]:
@@ -97,6 +98,7 @@ class SQLStore:
         def work(conn: Conn) -> None:
             for kind, kind_rows in rows.items():
                 if kind_rows:
+                    tallies.add(conn, self.dialect.name, f"context.{kind}", len(kind_rows))
                     new_ids = self.dialect.insert_context(conn, kind, kind_rows)
                     for rid, i in zip(new_ids, order[kind], strict=True):
                         ids[i] = rid
@@ -183,8 +185,7 @@ class SQLStore:
         }
 
     def context_counts(self) -> dict[str, int]:
-        with self.dialect.read(snapshot=True) as conn:
-            return _context_counts(conn)
+        return self.stats()["context"]
 
     def oldest_context_ts(self) -> datetime | None:
         sql = " UNION ALL ".join(f"SELECT MIN(ts) FROM {k}" for k in CONTEXT_KINDS)
@@ -332,12 +333,9 @@ class SQLStore:
             return pulls.get(conn, pull_id)
 
     def stats(self) -> dict[str, Any]:
-        with self.dialect.read(snapshot=True) as conn:
-            return {
-                **incidents.counts(conn),
-                "context": _context_counts(conn),
-                "outbox": outbox.counts(conn),
-            }
+        """From the kept counts (engine.store.tallies): one small query at any size."""
+        with self.dialect.read() as conn:
+            return tallies.as_stats(tallies.read(conn))
 
     # --- delivery outbox ---------------------------------------------------------
     def claim_deliveries(
@@ -397,7 +395,3 @@ class SQLStore:
         with self.dialect.read() as conn:
             oldest = outbox.oldest_pending(conn)
         return None if oldest is None else from_epoch(oldest)
-
-
-def _context_counts(conn: Conn) -> dict[str, int]:
-    return {k: conn.execute(f"SELECT COUNT(*) FROM {k}").fetchone()[0] for k in CONTEXT_KINDS}
