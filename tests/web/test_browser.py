@@ -272,7 +272,12 @@ def test_pages_fit_a_phone_screen(browser, server, demo, tmp_path) -> None:
         shoot(page, tmp_path, "incidents-phone")
         page.goto(server.url + f"/ui/incidents/{demo['demo']}")
         assert fits(page)
-        assert page.locator("svg.timeline").bounding_box()["width"] <= PHONE["width"]
+        box = page.locator(".timeline-box").bounding_box()
+        assert box and box["width"] <= PHONE["width"]  # the timeline scrolls inside its box
+        assert page.locator("svg.timeline").bounding_box()["width"] >= 600  # text stays legible
+        assert page.locator("svg.timeline a.mark-alert").is_visible()
+        alert_box = page.locator("svg.timeline a.mark-alert line").bounding_box()
+        assert alert_box and 0 <= alert_box["x"] <= PHONE["width"]  # in view: scrolled to the alert
         shoot(page, tmp_path, "incident-phone")
         watch.assert_clean()
     finally:
