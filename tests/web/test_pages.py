@@ -401,3 +401,18 @@ def test_every_alert_of_an_incident_shows_its_labels_and_source(api):
     assert "<b>pod</b>=&lt;i&gt;cart-7&lt;/i&gt;" in rows[0]  # the later one started earlier
     assert "<code>javascript:alert(1)</code>" in rows[0]
     assert '<a href="http://prometheus.example/graph?g0=1"' in rows[1]
+
+
+def test_without_tokens_the_pages_are_open_and_forms_still_need_csrf(api):
+    incident_id = seed(api)
+    assert api.get("/ui/login", follow_redirects=False).status_code == 303  # nothing to sign in to
+    page = api.get(f"/ui/incidents/{incident_id}")
+    assert session_cookie(page)["httponly"]  # issued on the first page: it carries the nonce
+    assert api.post(f"/ui/incidents/{incident_id}/resolve", data={"note": "x"}).status_code == 403
+    r = api.post(
+        f"/ui/incidents/{incident_id}/resolve",
+        data={"csrf": form_value(page.text, "csrf"), "note": "done"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    assert api.get(f"/api/incidents/{incident_id}").json()["resolution"]["note"] == "done"
