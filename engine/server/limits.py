@@ -188,11 +188,15 @@ class TimeoutMiddleware:
 
 class ConcurrencyLimitMiddleware:
     """Past `limit` requests in progress, a further request is answered 503 with
-    Retry-After at once; the requests within the limit go on. Liveness and readiness
-    probes (`exempt`) are always answered. Connections without a request do not count."""
+    Retry-After at once; the requests within the limit go on. Probes and scrapes
+    (`exempt`: one request per interval each) are always answered, so a storm never reads
+    as the service being down. Connections without a request do not count."""
 
     def __init__(
-        self, app: ASGIApp, limit: int, exempt: frozenset[str] = frozenset({"/healthz", "/readyz"})
+        self,
+        app: ASGIApp,
+        limit: int,
+        exempt: frozenset[str] = frozenset({"/healthz", "/readyz", "/metrics"}),
     ) -> None:
         self.app, self.limit, self.exempt = app, limit, exempt
         self.active = 0  # one event loop: no lock needed

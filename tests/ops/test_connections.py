@@ -188,7 +188,7 @@ def test_idle_and_slowloris_connections_do_not_deny_service(tmp_path: Path) -> N
         # idle and trickling connections were closed by the server, and reopened
         assert stats["idle_closed_by_server"] >= 2000 and stats["slow_closed_by_server"] >= 500
         assert stats["answers"].get("HTTP/1.1 408 Request Timeout", 0) >= 500, stats
-        assert n >= 20
+        assert n >= 10
         listed = httpx.get(server.url + "/api/incidents?limit=1000", headers=bearer("read"))
         assert listed.json()["count"] >= n
         print(f"{n} rounds, slowest healthz + alert {slowest * 1000:.0f} ms; {stats}")
@@ -269,6 +269,7 @@ def test_past_the_concurrency_limit_only_the_excess_gets_503(tmp_path: Path) -> 
                 assert r.headers["retry-after"] == "1"
                 assert "retry" in r.json()["error"]
             assert httpx.get(server.url + "/healthz").status_code == 200  # always answered
+            assert httpx.get(server.url + "/metrics", headers=bearer("read")).status_code == 200
             for s, body in zip(held, bodies, strict=True):  # the four within the limit are served
                 s.sendall(body[10:])
                 assert _response(s).startswith(b"HTTP/1.1 200 "), body
