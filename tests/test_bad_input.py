@@ -349,3 +349,27 @@ def test_markup_in_context_is_stored_verbatim(api):
 
 def test_reporter_stream_is_plain_text():
     assert StdoutReporter("text").fmt == "text"
+
+
+OTLP_LOG = (
+    b'{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":'
+    b'{"stringValue":"api"}}]},"scopeLogs":[{"logRecords":[{"severityText":"ERROR",'
+    b'"body":{"stringValue":"x"},"attributes":[{"key":"n","value":{"doubleValue":NUMBER}}]}]}]}]}'
+)
+LOKI = b'{"streams":[{"stream":{"service":"api"},"values":[["1764255600000000000","level=error x",{"m":NUMBER}]]}]}'
+
+
+@pytest.mark.parametrize("number", [b"1e999", b"-1e999", b"1e400", b"NaN", b"-Infinity"])
+@pytest.mark.parametrize(
+    ("path", "template"), [("/v1/logs", OTLP_LOG), ("/loki/api/v1/push", LOKI)]
+)
+def test_non_finite_numbers_are_refused_by_the_collector_endpoints(api, path, template, number):
+    before = api.get("/api/stats").json()["context"]["logs"]
+    r = api.post(path, content=template.replace(b"NUMBER", number), headers=JSON)
+    assert r.status_code == 400, r.text
+    assert "finite" in r.text
+    assert api.get("/api/stats").json()["context"]["logs"] == before
+    # the same body with a finite number is stored
+    r = api.post(path, content=template.replace(b"NUMBER", b"1.5e300"), headers=JSON)
+    assert r.status_code in (200, 204), r.text  # Loki's push answers 204
+    assert api.get("/api/stats").json()["context"]["logs"] == before + 1
