@@ -13,6 +13,7 @@ from engine.narrate import StdoutReporter
 from engine.paths import rules_dir
 from engine.server.settings import ServeSettings
 from engine.testing import AppClient, make_alert, make_webhook, open_app, printed, ts
+from tests.store import pg
 
 JSON = {"content-type": "application/json"}
 NDJSON = {"content-type": "application/x-ndjson"}
@@ -230,10 +231,27 @@ def test_bad_input_leaves_stored_data_intact(seeded):
     assert _snapshot(api) == before
 
 
-def test_everything_the_battery_stored_reads_back(make_app):
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def backend_db(request, tmp_path) -> Iterator[str]:
+    """A fresh store URL: a SQLite file, or a scratch PostgreSQL schema (dropped after)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "store.db")
+        return
+    dsn = pg.require_dsn()
+    schema = pg.new_schema_name("badinput")
+    try:
+        yield pg.with_schema(dsn, schema)
+    finally:
+        pg.drop_schema(dsn, schema)
+
+
+def test_everything_the_battery_stored_reads_back(make_app, backend_db):
     """Send the whole battery, refused and accepted, to a fresh app; then read back every
-    record and incident it stored: each read answers 200 with valid JSON, never 500."""
-    _, api = make_app()
+    record and incident it stored: each read answers 200 with valid JSON, never 500. On
+    both backends: ids past the 64-bit range are 404 there too (in the battery)."""
+    _, api = make_app(db=backend_db)
     stored: dict[str, set[str]] = {}
     for _, method, path, headers, body, *_ in CASES:
         r = api.request(method, path, headers=headers, content=body)
@@ -260,6 +278,9 @@ def test_everything_the_battery_stored_reads_back(make_app):
         reads += 1
     for path in ("/api/incidents", "/api/stats", "/metrics", "/api/deliveries"):
         assert api.get(path).status_code == 200, path
+    for far in ("9223372036854775807", "9223372036854775808", "9999999999999999999"):
+        for path in (f"/api/context/logs/{far}", f"/api/pulls/{far}"):
+            assert api.get(path).status_code == 404, path
     assert reads == len(ACCEPTED)  # each accepted request stored one record or incident
 
 
