@@ -3,7 +3,8 @@
 uvicorn's h11 protocol with two additions:
 - a head timeout: a connection that has not sent a complete request head (request line and
   headers) within `head_timeout` seconds of opening, or of its previous response, is closed
-  (after a `408` when it sent part of one). Trickling a byte at a time does not extend it.
+  (after a `408` when it sent part of one), at a point spread over the timeout's last tenth.
+  Trickling a byte at a time does not extend it.
 - a connection cap that sheds idle connections: past `max_connections` open connections, the
   connection that has waited longest for a request head is closed to make room. A connection
   with a request in progress is never shed; only when every connection has one is the new
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import resource
 from typing import Any
 
@@ -26,6 +28,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("incident_pilot")
+HEAD_SPREAD = 0.1  # a head timeout of 10 s closes the connection after 9 to 10 s
 FD_RESERVE = 64  # descriptors kept for the store, rule files, logs and outgoing requests
 _TIMEOUT_BODY = b"the request line and headers did not arrive in time\n"
 _TIMEOUT_ANSWER = (
@@ -76,7 +79,10 @@ class GuardedH11Protocol(H11Protocol):
         self._partial = False
         self._awaiting[self] = None
         if self.head_timeout > 0:
-            self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+            # Spread over the last tenth of the timeout: thousands of connections opened
+            # at once are closed over a second, never in one turn of the event loop.
+            delay = self.head_timeout * (1 - HEAD_SPREAD * random.random())
+            self._head_timer = self.loop.call_later(delay, self._head_timed_out)
 
     def _stop_waiting(self) -> None:
         self._awaiting.pop(self, None)

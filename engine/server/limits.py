@@ -85,7 +85,7 @@ _FLAGS: dict[str, tuple[str, str, str, str]] = {
     "--request-timeout": ("request_timeout", "float", "30", "seconds a request may take (then 408 while the body is still arriving, else 503; 0 = none)"),
     "--max-header-bytes": ("max_header_bytes", "size", "16k", "request line and headers together (larger: 431, or 400 from the HTTP parser)"),
     "--keep-alive": ("keep_alive", "float", "5", "seconds an idle keep-alive connection stays open"),
-    "--header-timeout": ("header_timeout", "float", "10", "seconds a connection has to send a complete request line and headers, then it is closed (0 = none)"),
+    "--header-timeout": ("header_timeout", "float", "10", "seconds a connection has to send a complete request line and headers, then it is closed (within the last tenth; 0 = none)"),
     "--max-connections": ("max_connections", "int", "10000", "open connections; past it the longest-idle one is closed (0 = as many as the open-file limit allows)"),
     "--max-concurrent-requests": ("max_concurrent_requests", "int", "1000", "requests handled at once; further ones get 503 with Retry-After (0 = unlimited)"),
 }  # fmt: skip

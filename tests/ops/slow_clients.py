@@ -47,7 +47,8 @@ async def _client(port: int, kind: str, interval: float, until: float) -> None:
                     writer.write(b"a")
                     await writer.drain()
                 try:
-                    data = await asyncio.wait_for(reader.read(4096), interval)
+                    wait = min(interval, until - time.monotonic())
+                    data = await asyncio.wait_for(reader.read(4096), max(wait, 0.01))
                 except TimeoutError:
                     continue
                 if data:
@@ -63,7 +64,9 @@ async def _client(port: int, kind: str, interval: float, until: float) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     until = time.monotonic() + args.seconds
-    tasks = [_client(args.port, "idle", 1.0, until) for _ in range(args.idle)]
+    # idle clients wait for the server to close (or the end) in one read: cheap, so the
+    # attack costs the machine (shared with the server) little CPU
+    tasks = [_client(args.port, "idle", args.seconds, until) for _ in range(args.idle)]
     tasks += [_client(args.port, "slow", args.interval, until) for _ in range(args.slow)]
     await asyncio.gather(*tasks)
 

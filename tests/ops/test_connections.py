@@ -172,14 +172,18 @@ def test_idle_and_slowloris_connections_do_not_deny_service(tmp_path: Path) -> N
                 with httpx.Client(base_url=server.url, timeout=5) as client:  # a new client
                     t0 = time.monotonic()
                     health = client.get("/healthz")
+                    t1 = time.monotonic()
                     stored = client.post("/alerts", json=alert(f"Storm{n}"), headers=ING)
-                    took = time.monotonic() - t0
+                    t2 = time.monotonic()
                 assert health.status_code == 200 and stored.status_code == 200, (
                     health.text,
                     stored.text,
                 )
-                assert took < 1.0, f"healthz + alert took {took:.2f}s"
-                slowest, n = max(slowest, took), n + 1
+                # each answered within 1 s (the healthz on a connection opened for it)
+                assert t1 - t0 < 1.0 and t2 - t1 < 1.0, (
+                    f"healthz {t1 - t0:.2f}s, alert {t2 - t1:.2f}s"
+                )
+                slowest, n = max(slowest, t1 - t0, t2 - t1), n + 1
                 time.sleep(0.2)
         finally:
             out, _ = attack.communicate(timeout=seconds + 30)
@@ -191,7 +195,7 @@ def test_idle_and_slowloris_connections_do_not_deny_service(tmp_path: Path) -> N
         assert n >= 10
         listed = httpx.get(server.url + "/api/incidents?limit=1000", headers=bearer("read"))
         assert listed.json()["count"] >= n
-        print(f"{n} rounds, slowest healthz + alert {slowest * 1000:.0f} ms; {stats}")
+        print(f"{n} rounds, slowest answer {slowest * 1000:.0f} ms; {stats}")
 
 
 def test_a_client_that_breaks_off_its_body_is_the_clients_error(tmp_path: Path) -> None:
