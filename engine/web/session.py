@@ -76,7 +76,7 @@ def load_session_key(
                 "(try: openssl rand -hex 32)"
             )
         return hashlib.sha256(b"incident-pilot session\x00" + text.encode()).digest()
-    (log.warning if warn else log.debug)(
+    (log.warning if warn else log.info)(
         "no session key configured (%sSESSION_KEY or --session-key-file): using a random "
         "one; browser sessions end when this process restarts and are not accepted by "
         "other workers or replicas",
