@@ -416,3 +416,15 @@ def test_without_tokens_the_pages_are_open_and_forms_still_need_csrf(api):
     )
     assert r.status_code == 303
     assert api.get(f"/api/incidents/{incident_id}").json()["resolution"]["note"] == "done"
+
+
+def test_tokens_without_a_session_key_warn_and_use_a_random_one(make_app, monkeypatch, caplog):
+    monkeypatch.setenv("INCIDENT_PILOT_TOKENS", TOKENS_ENV)
+    monkeypatch.delenv("INCIDENT_PILOT_SESSION_KEY", raising=False)
+    with caplog.at_level("WARNING", logger="incident_pilot"):
+        _, one = make_app()
+        _, two = make_app()
+    assert "no session key configured" in caplog.text
+    cookie = session_cookie(sign_in(one, "read")).value
+    r = two.get("/ui/incidents", headers=with_cookie(cookie), follow_redirects=False)
+    assert r.status_code == 303  # another process's random key: its sessions are not valid here
