@@ -218,6 +218,10 @@ def page(handler: Handler | None = None, *, admin: bool = False) -> Any:
                 return render(request, "error.html", {"message": exc.message}, status=exc.status)
             except PageError as exc:
                 return render(request, "error.html", {"message": exc.message}, status=exc.status)
+            except Exception:
+                log.exception("page %s %s failed", request.method, request.url.path)
+                message = "The server could not answer this page; its log has the details."
+                return render(request, "error.html", {"message": message}, status=500)
 
         return run
 

@@ -428,3 +428,14 @@ def test_tokens_without_a_session_key_warn_and_use_a_random_one(make_app, monkey
     cookie = session_cookie(sign_in(one, "read")).value
     r = two.get("/ui/incidents", headers=with_cookie(cookie), follow_redirects=False)
     assert r.status_code == 303  # another process's random key: its sessions are not valid here
+
+
+def test_a_failing_store_gives_an_error_page_not_a_traceback(make_app, caplog):
+    state, api = make_app()
+    incident_id = seed(api)
+    state.store.close()  # every read now fails
+    r = api.get(f"/ui/incidents/{incident_id}")
+    assert r.status_code == 500 and r.headers["content-type"].startswith("text/html")
+    assert "could not answer this page" in r.text and "Traceback" not in r.text
+    assert r.headers["x-frame-options"] == "DENY"
+    assert "page GET /ui/incidents/" in caplog.text
