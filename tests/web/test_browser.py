@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import timedelta
@@ -282,3 +283,51 @@ def test_pages_fit_a_phone_screen(browser, server, demo, tmp_path) -> None:
         watch.assert_clean()
     finally:
         context.close()
+
+
+def test_admin_retries_a_dead_letter_in_the_browser(browser, tmp_path) -> None:
+    from .test_retry_page import Receiver
+
+    receiver = Receiver()
+    config = tmp_path / "delivery.yaml"
+    config.write_text(
+        "delivery: {base_delay: 20ms, max_delay: 100ms, poll_interval: 50ms}\n"
+        f"sinks:\n  hook: {{type: webhook, url: '{receiver.url}', secret_env: HOOK_SECRET, timeout: 2s}}\n"
+        "routes:\n  default: [{sink: hook}]\n"
+    )
+    env = {
+        "INCIDENT_PILOT_TOKENS": TOKENS_ENV,
+        "INCIDENT_PILOT_SESSION_KEY": SESSION_KEY,
+        "HOOK_SECRET": "hook-secret-0123456789abcdef",
+    }
+    try:
+        with ServerProcess(tmp_path / "srv", "--quiet", "--config", str(config), env=env) as srv:
+            alert = {"labels": {"alertname": "Down", "service": "checkout"}, "annotations": {}}
+            r = httpx.post(srv.url + "/alerts", json=alert, headers=bearer("ingest"), timeout=10)
+            assert r.status_code == 200, r.text
+            context, page, watch = open_page(browser)
+            try:
+                sign_in(page, srv, "admin", "/ui/deliveries?status=dead")
+                row = page.get_by_role("row").filter(has_text="hook")
+                for _ in range(100):  # a 401 is not retried: dead within a few polls
+                    if row.count():
+                        break
+                    page.wait_for_timeout(100)
+                    page.reload()
+                assert "HTTP 401" in row.inner_text()
+                receiver.refuse = False
+                row.get_by_role("button", name=re.compile(r"Re-send delivery \d+")).click()
+                page.wait_for_url("**/ui/deliveries?status=dead")
+                page.goto(srv.url + "/ui/deliveries?sink=hook")
+                delivered = page.locator("tr.delivery-delivered")
+                for _ in range(100):
+                    if delivered.count():
+                        break
+                    page.wait_for_timeout(100)
+                    page.reload()
+                assert delivered.count() == 1 and receiver.received == 2
+                watch.assert_clean()
+            finally:
+                context.close()
+    finally:
+        receiver.close()
