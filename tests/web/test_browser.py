@@ -4,7 +4,7 @@ server on loopback with tokens configured.
 Sign in, list, open the README demo's incident, read its findings, evidence and timeline,
 follow an evidence link, resolve it with a note, see it resolved in the list; a hostile
 alert renders as text and runs nothing; no session means the sign-in page; the pages fit
-1280 px and a phone's width. Screenshots of the main pages go to the test's tmp dir (and,
+1280 px and a phone's width; an admin re-sends a dead letter from the deliveries page. Screenshots of the main pages go to the test's tmp dir (and,
 when INCIDENT_PILOT_SCREENSHOTS is set, to that directory: how docs/*.png are refreshed).
 """
 
