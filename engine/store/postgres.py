@@ -34,10 +34,11 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from engine.store import codec
 from engine.store.dialect import Conn, Cursor
+from engine.store.errors import StoreUnavailable
 from engine.store.incidents import RaceError
 from engine.store.outbox import COLUMNS as DELIVERY_COLUMNS
 from engine.store.postgres_url import parse_url, pool_size_from, redact
@@ -50,6 +51,9 @@ log = logging.getLogger("incident_pilot.store")
 POOL_SIZE_ENV = "INCIDENT_PILOT_DB_POOL_SIZE"
 DEFAULT_POOL_SIZE = 10
 POOL_TIMEOUT = 30.0  # seconds a call waits for a free connection before failing
+# ... while the database is known to be unreachable (the last call could not reach it):
+# fail fast, so callers get their 503 in seconds, not after POOL_TIMEOUT.
+DOWN_POOL_TIMEOUT = 2.0
 RETRIES = 8  # attempts per transaction on a retryable error
 COPY_MIN = 8  # from this many records of one kind, add_context uses COPY (else INSERTs)
 RETRYABLE = (
@@ -109,6 +113,22 @@ RETURNING {", ".join("deliveries." + c.strip() for c in DELIVERY_COLUMNS.split("
 """
 
 
+def pg_unavailable(exc: BaseException) -> StoreUnavailable | None:
+    """The StoreUnavailable for a psycopg error a later retry may get past (the database
+    gone, full, read-only, a lock or statement timeout), else None."""
+    if isinstance(exc, PoolTimeout):
+        return StoreUnavailable("database unreachable (no connection in time)", str(exc))
+    if isinstance(exc, errors.DiskFull):
+        return StoreUnavailable("disk full", str(exc))
+    if isinstance(exc, errors.ReadOnlySqlTransaction):
+        return StoreUnavailable("read-only", str(exc))
+    if isinstance(exc, errors.LockNotAvailable | errors.QueryCanceled):
+        return StoreUnavailable("lock or statement timeout", str(exc))
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return StoreUnavailable("database unreachable", str(exc))
+    return None
+
+
 @lru_cache(maxsize=512)
 def _format_style(sql: str) -> str:
     """`?` placeholders as psycopg's `%s` (the store's SQL has no `%` or `?` literals)."""
@@ -150,6 +170,7 @@ class PostgresDialect:
         self.pool_size = pool_size
         self._local = threading.local()  # .conn: this thread's transaction, if any
         self._closed = False
+        self._down = False  # the last call could not reach the database
         # Connect once directly: a wrong URL fails here, plainly, not as a pool timeout.
         try:
             psycopg.connect(self._conninfo, autocommit=True).close()
@@ -168,11 +189,22 @@ class PostgresDialect:
         self._sequences: dict[str, str] = {}
 
     # --- transactions -------------------------------------------------------------
+    def _pool_timeout(self) -> float:
+        return DOWN_POOL_TIMEOUT if self._down else POOL_TIMEOUT
+
+    def _unavailable(self, exc: psycopg.Error) -> StoreUnavailable | None:
+        """The StoreUnavailable for `exc` (marking the database down when it could not be
+        reached), or None."""
+        unavailable = pg_unavailable(exc)
+        if unavailable is not None:
+            self._down = unavailable.reason.startswith("database unreachable")
+        return unavailable
+
     @contextmanager
     def _transaction(self, isolation: str | None = None) -> Iterator[PgConn]:
         if self._closed:
             raise RuntimeError("store is closed")
-        with self.pool.connection() as raw, raw.transaction():
+        with self.pool.connection(timeout=self._pool_timeout()) as raw, raw.transaction():
             if isolation:
                 raw.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
             conn = PgConn(raw)
@@ -189,12 +221,19 @@ class PostgresDialect:
         for attempt in range(1, RETRIES + 1):
             try:
                 with self._transaction() as conn:
-                    return work(conn)
+                    result = work(conn)
+                self._down = False
+                return result
             except RETRYABLE as exc:
                 if attempt == RETRIES:
                     raise
                 log.debug("retrying a transaction (attempt %d): %s", attempt, exc)
                 time.sleep(random.uniform(0, 0.002 * 2**attempt))
+            except psycopg.Error as exc:
+                unavailable = self._unavailable(exc)
+                if unavailable is None:
+                    raise
+                raise unavailable from exc
         raise AssertionError("unreachable")
 
     @contextmanager
@@ -203,14 +242,21 @@ class PostgresDialect:
         if current is not None:
             yield current  # inside a write: read what it changed
             return
-        if not snapshot:
-            if self._closed:
-                raise RuntimeError("store is closed")
-            with self.pool.connection() as raw:
-                yield PgConn(raw)
-            return
-        with self._transaction("REPEATABLE READ READ ONLY") as conn:
-            yield conn
+        try:
+            if not snapshot:
+                if self._closed:
+                    raise RuntimeError("store is closed")
+                with self.pool.connection(timeout=self._pool_timeout()) as raw:
+                    yield PgConn(raw)
+            else:
+                with self._transaction("REPEATABLE READ READ ONLY") as conn:
+                    yield conn
+        except psycopg.Error as exc:
+            unavailable = self._unavailable(exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
+        self._down = False
 
     # --- what the SQL says differently -------------------------------------------
     def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
