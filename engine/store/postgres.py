@@ -50,10 +50,15 @@ log = logging.getLogger("incident_pilot.store")
 
 POOL_SIZE_ENV = "INCIDENT_PILOT_DB_POOL_SIZE"
 DEFAULT_POOL_SIZE = 10
-POOL_TIMEOUT = 30.0  # seconds a call waits for a free connection before failing
-# ... while the database is known to be unreachable (the last call could not reach it):
-# fail fast, so callers get their 503 in seconds, not after POOL_TIMEOUT.
-DOWN_POOL_TIMEOUT = 2.0
+# Seconds a call waits for a free connection before failing: the first call to meet a
+# database that went away waits this long (the pool retries), then answers 503 well
+# within the request timeout.
+POOL_TIMEOUT = 10.0
+# While the database is known to be unreachable, each call first tries it directly, for
+# at most this long: refused at once while it is gone (503 without waiting on the pool);
+# when it answers, a fresh pool replaces the old one, which may be waiting out a
+# reconnect backoff of minutes.
+DOWN_CONNECT_TIMEOUT = 2
 RETRIES = 8  # attempts per transaction on a retryable error
 COPY_MIN = 8  # from this many records of one kind, add_context uses COPY (else INSERTs)
 RETRYABLE = (
@@ -176,35 +181,62 @@ class PostgresDialect:
             psycopg.connect(self._conninfo, autocommit=True).close()
         except psycopg.OperationalError as exc:
             raise ValueError(f"cannot connect to {redact(url)}: {exc}".strip()) from exc
-        self.pool = ConnectionPool(
+        self._pool_lock = threading.Lock()
+        self.pool = self._open_pool()
+        self._sequences: dict[str, str] = {}
+
+    # --- transactions -------------------------------------------------------------
+    def _open_pool(self) -> ConnectionPool:
+        return ConnectionPool(
             self._conninfo,
             min_size=1,
-            max_size=pool_size,
+            max_size=self.pool_size,
             kwargs={"autocommit": True},
-            check=ConnectionPool.check_connection,
+            check=self._check,
             timeout=POOL_TIMEOUT,
             name="incident-pilot",
             open=True,
         )
-        self._sequences: dict[str, str] = {}
 
-    # --- transactions -------------------------------------------------------------
-    def _pool_timeout(self) -> float:
-        return DOWN_POOL_TIMEOUT if self._down else POOL_TIMEOUT
+    def _check(self, conn: psycopg.Connection) -> None:
+        try:
+            ConnectionPool.check_connection(conn)
+        except Exception:
+            self._down = True  # the calls after this one go straight to _recover
+            raise
 
     def _unavailable(self, exc: psycopg.Error) -> StoreUnavailable | None:
         """The StoreUnavailable for `exc` (marking the database down when it could not be
         reached), or None."""
         unavailable = pg_unavailable(exc)
-        if unavailable is not None:
-            self._down = unavailable.reason.startswith("database unreachable")
+        if unavailable is not None and unavailable.reason.startswith("database unreachable"):
+            self._down = True
         return unavailable
+
+    def _recover(self) -> None:
+        """While down: StoreUnavailable at once if the database still refuses a direct
+        connection; when it answers, a fresh pool."""
+        try:
+            psycopg.connect(
+                self._conninfo, autocommit=True, connect_timeout=DOWN_CONNECT_TIMEOUT
+            ).close()
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable("database unreachable", str(exc).strip()) from exc
+        with self._pool_lock:
+            if not self._down or self._closed:
+                return
+            old, self.pool = self.pool, self._open_pool()
+            self._down = False
+        log.warning("the database answers again: new connection pool")
+        old.close(timeout=1.0)
 
     @contextmanager
     def _transaction(self, isolation: str | None = None) -> Iterator[PgConn]:
         if self._closed:
             raise RuntimeError("store is closed")
-        with self.pool.connection(timeout=self._pool_timeout()) as raw, raw.transaction():
+        if self._down:
+            self._recover()
+        with self.pool.connection() as raw, raw.transaction():
             if isolation:
                 raw.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
             conn = PgConn(raw)
@@ -221,9 +253,7 @@ class PostgresDialect:
         for attempt in range(1, RETRIES + 1):
             try:
                 with self._transaction() as conn:
-                    result = work(conn)
-                self._down = False
-                return result
+                    return work(conn)
             except RETRYABLE as exc:
                 if attempt == RETRIES:
                     raise
@@ -246,7 +276,9 @@ class PostgresDialect:
             if not snapshot:
                 if self._closed:
                     raise RuntimeError("store is closed")
-                with self.pool.connection(timeout=self._pool_timeout()) as raw:
+                if self._down:
+                    self._recover()
+                with self.pool.connection() as raw:
                     yield PgConn(raw)
             else:
                 with self._transaction("REPEATABLE READ READ ONLY") as conn:
@@ -256,7 +288,6 @@ class PostgresDialect:
             if unavailable is None:
                 raise
             raise unavailable from exc
-        self._down = False
 
     # --- what the SQL says differently -------------------------------------------
     def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
