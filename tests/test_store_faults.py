@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -166,27 +167,33 @@ def fault_and_recover(
 # --- SQLite ------------------------------------------------------------------------------
 
 
-def test_sqlite_on_a_full_filesystem(tmp_path) -> None:
+@pytest.fixture
+def tmpfs() -> Iterator[Path]:
+    """A small filesystem of its own (8 MiB tmpfs), unmounted after the test."""
     try:
         mount = small_tmpfs("8m")
         where = mount.__enter__()
     except Unavailable as exc:
         pytest.skip(f"{exc}; test_sqlite_past_its_file_size_limit covers a full store")
     try:
-        filler: list = []
-        db = str(where / "incident-pilot.db")
-        with ServerProcess(tmp_path, "--quiet", db=db) as srv:
-            ledger = fault_and_recover(
-                srv,
-                lambda: filler.append(fill(where)),
-                lambda: os.remove(filler[0]),
-                why="disk full",
-            )
-            srv.restart()  # and it all survives a restart
-            with srv.client() as c:
-                ledger.check_stored(c)
+        yield where
     finally:
         mount.__exit__(None, None, None)
+
+
+def test_sqlite_on_a_full_filesystem(tmp_path, tmpfs) -> None:
+    filler: list[Path] = []
+    db = str(tmpfs / "incident-pilot.db")
+    with ServerProcess(tmp_path, "--quiet", db=db) as srv:
+        ledger = fault_and_recover(
+            srv,
+            lambda: filler.append(fill(tmpfs)),
+            lambda: os.remove(filler[0]),
+            why="disk full",
+        )
+        srv.restart()  # and it all survives a restart
+        with srv.client() as c:
+            ledger.check_stored(c)
 
 
 def test_sqlite_past_its_file_size_limit(tmp_path) -> None:
@@ -233,58 +240,48 @@ def test_sqlite_locked_by_another_process_past_the_busy_timeout(tmp_path) -> Non
         ledger.check_stored(c)
 
 
-def test_collectors_get_503_in_their_own_protocol(tmp_path) -> None:
+def test_collectors_get_503_in_their_own_protocol(tmp_path, tmpfs) -> None:
     """Loki push (plain text) and OTLP (google.rpc.Status) get their 503 with Retry-After
     too, counted under their own operation."""
-    try:
-        mount = small_tmpfs("8m")
-        where = mount.__enter__()
-    except Unavailable as exc:
-        pytest.skip(str(exc))
-    try:
-        with ServerProcess(tmp_path, "--quiet", db=str(where / "ip.db")) as srv:
-            with srv.client() as c:
-                filler = fill(where)
-                Ledger().write_until_refused(c, "fill")  # until the store refuses
-                now = str(time.time_ns())
-                line = "ERROR upstream timeout " + PAD
-                loki = {"streams": [{"stream": {"service": "api"}, "values": [[now, line]]}]}
-                r = c.post("/loki/api/v1/push", json=loki)
-                assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0, r.text
-                assert r.headers["content-type"].startswith("text/plain")
-                otlp = {
-                    "resourceLogs": [
+    srv = ServerProcess(tmp_path, "--quiet", db=str(tmpfs / "ip.db"))
+    with srv, srv.client() as c:
+        filler = fill(tmpfs)
+        Ledger().write_until_refused(c, "fill")  # until the store refuses
+        now = str(time.time_ns())
+        line = "ERROR upstream timeout " + PAD
+        loki = {"streams": [{"stream": {"service": "api"}, "values": [[now, line]]}]}
+        r = c.post("/loki/api/v1/push", json=loki)
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0, r.text
+        assert r.headers["content-type"].startswith("text/plain")
+        otlp = {
+            "resourceLogs": [
+                {
+                    "resource": {
+                        "attributes": [{"key": "service.name", "value": {"stringValue": "api"}}]
+                    },
+                    "scopeLogs": [
                         {
-                            "resource": {
-                                "attributes": [
-                                    {"key": "service.name", "value": {"stringValue": "api"}}
-                                ]
-                            },
-                            "scopeLogs": [
+                            "logRecords": [
                                 {
-                                    "logRecords": [
-                                        {
-                                            "timeUnixNano": now,
-                                            "severityText": "ERROR",
-                                            "body": {"stringValue": line},
-                                        }
-                                    ]
+                                    "timeUnixNano": now,
+                                    "severityText": "ERROR",
+                                    "body": {"stringValue": line},
                                 }
-                            ],
+                            ]
                         }
-                    ]
+                    ],
                 }
-                r = c.post("/v1/logs", json=otlp)
-                assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0, r.text
-                assert r.json()["code"] == 14  # google.rpc.Code UNAVAILABLE
-                failures = 'incident_pilot_store_write_failures_total{operation="%s"}'
-                assert metric(c, failures % "loki") == 1 and metric(c, failures % "otlp") == 1
-                os.remove(filler)
-                assert wait_ready(c).status_code == 200
-                assert c.post("/loki/api/v1/push", json=loki).status_code == 204
-                assert c.post("/v1/logs", json=otlp).status_code == 200
-    finally:
-        mount.__exit__(None, None, None)
+            ]
+        }
+        r = c.post("/v1/logs", json=otlp)
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) > 0, r.text
+        assert r.json()["code"] == 14  # google.rpc.Code UNAVAILABLE
+        failures = 'incident_pilot_store_write_failures_total{operation="%s"}'
+        assert metric(c, failures % "loki") == 1 and metric(c, failures % "otlp") == 1
+        os.remove(filler)
+        assert wait_ready(c).status_code == 200
+        assert c.post("/loki/api/v1/push", json=loki).status_code == 204
+        assert c.post("/v1/logs", json=otlp).status_code == 200
 
 
 # --- PostgreSQL --------------------------------------------------------------------------
