@@ -126,9 +126,14 @@ def wait_ready(c: httpx.Client, timeout: float = 30.0) -> httpx.Response:
 
 
 def fault_and_recover(
-    srv: ServerProcess, make_fault: Callable[[], None], fix_fault: Callable[[], None], why: str
+    srv: ServerProcess,
+    make_fault: Callable[[], None],
+    fix_fault: Callable[[], None],
+    why: str,
+    during: Callable[[httpx.Client], None] | None = None,
 ) -> Ledger:
-    """The whole story against `srv`: writes before, during and after the fault."""
+    """The whole story against `srv`: writes before, during and after the fault
+    (`during`: more checks while it lasts)."""
     ledger = Ledger()
     with srv.client(timeout=60) as c:
         for _ in range(3):  # before the fault
@@ -145,6 +150,8 @@ def fault_and_recover(
         assert metric(c, "incident_pilot_store_ready") == 0
         failures = 'incident_pilot_store_write_failures_total{operation="%s"}'
         assert metric(c, failures % "alerts") >= 2 and metric(c, failures % "context") >= 2
+        if during is not None:
+            during(c)
 
         fix_fault()  # no restart: the same process takes writes again
         r = wait_ready(c)
@@ -287,6 +294,15 @@ def test_collectors_get_503_in_their_own_protocol(tmp_path, tmpfs) -> None:
 # --- PostgreSQL --------------------------------------------------------------------------
 
 
+def reads_refused(c: httpx.Client) -> None:
+    """With the database gone, the API's reads are 503 too (never a 500), quickly."""
+    started = time.monotonic()
+    r = c.get("/api/incidents")
+    refused(r)
+    assert time.monotonic() - started < 5
+    assert metric(c, 'incident_pilot_store_write_failures_total{operation="read"}') >= 1
+
+
 def test_postgres_stopped_mid_run_and_started_again(tmp_path) -> None:
     """A throwaway cluster of our own (never the shared server), stopped with clients
     connected, then started again."""
@@ -298,7 +314,9 @@ def test_postgres_stopped_mid_run_and_started_again(tmp_path) -> None:
         pg.start()
         url = pg.url + "?schema=faults"
         with ServerProcess(tmp_path, "--quiet", db=url) as srv:
-            fault_and_recover(srv, pg.stop, pg.start, why="database unreachable")
+            fault_and_recover(
+                srv, pg.stop, pg.start, why="database unreachable", during=reads_refused
+            )
     except Unavailable as exc:
         pytest.skip(str(exc))
     finally:

@@ -34,7 +34,7 @@ NS = "incident_pilot"
 RETRY_AFTER_SECONDS = 10  # what 503 answers ask clients (Alertmanager, collectors) to wait
 PROBE_INTERVAL = 1.0  # seconds a probe's answer is reused by /readyz
 PROBE_WAIT = 2.0  # seconds /readyz waits for a probe before answering from the last state
-# Where a failed request was going, for the failure counter's `operation` label.
+# Where a failed write was going, for the failure counter's `operation` label.
 OPERATIONS = (
     ("/alerts", "alerts"),
     ("/context/", "context"),
@@ -45,7 +45,10 @@ OPERATIONS = (
 )
 
 
-def operation_of(path: str) -> str:
+def operation_of(method: str, path: str) -> str:
+    """The `operation` of a failed request: what it was writing, or "read"."""
+    if method in ("GET", "HEAD"):
+        return "read"
     for prefix, operation in OPERATIONS:
         if path.startswith(prefix):
             return operation
@@ -92,8 +95,9 @@ class Faults:
         return self.reason is None
 
     def failed(self, operation: str, exc: StoreUnavailable) -> None:
-        """A write (or the read before it) could not be done: count it; the first
-        failure after a success is logged at ERROR, later ones at DEBUG."""
+        """A call to the store could not be done (a write, the reads before it, or a read
+        of the API: operation "read"): count it, not ready; the first failure after a
+        success is logged at ERROR, later ones at DEBUG."""
         self.write_failures.labels(operation).inc()
         with self._lock:
             first = self.reason is None
@@ -195,7 +199,7 @@ async def store_unavailable(request: Request, exc: Exception) -> Response:
     so 503 with Retry-After (Alertmanager and collectors retry)."""
     assert isinstance(exc, StoreUnavailable)
     faults: Faults = request.app.state.ip.faults
-    faults.failed(operation_of(request.url.path), exc)
+    faults.failed(operation_of(request.method, request.url.path), exc)
     return unavailable_response(
         f"the store cannot commit right now ({exc.reason}); nothing of this request was "
         f"stored, retry after {RETRY_AFTER_SECONDS}s"
