@@ -78,7 +78,7 @@ class Faults:
             ["field"],
             registry=registry,
         )
-        for operation in dict(OPERATIONS).values():
+        for operation in (*dict(OPERATIONS).values(), "readiness", "read"):
             self.write_failures.labels(operation)  # present at 0 from the start
         for field in ("label", "annotation"):
             self.truncations.labels(field)
