@@ -164,6 +164,20 @@ class ThrowawayPostgres:
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
+    def read_only(self, on: bool) -> None:
+        """Every transaction of every session read-only from now on (or no longer):
+        `default_transaction_read_only`, set for the server and reloaded, as a failover to
+        a standby or an operator freezing the database does."""
+        import psycopg
+
+        options = "-c default_transaction_read_only=off"  # this session may still write
+        with psycopg.connect(self.url, autocommit=True, options=options) as conn:
+            if on:
+                conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            else:
+                conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
+            conn.execute("SELECT pg_reload_conf()")
+
     def close(self) -> None:
         if (self.data / "postmaster.pid").exists():
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")

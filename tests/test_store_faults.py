@@ -131,10 +131,12 @@ def fault_and_recover(
     fix_fault: Callable[[], None],
     why: str,
     during: Callable[[httpx.Client], None] | None = None,
+    ledger: Ledger | None = None,
 ) -> Ledger:
     """The whole story against `srv`: writes before, during and after the fault
-    (`during`: more checks while it lasts)."""
-    ledger = Ledger()
+    (`during`: more checks while it lasts; `ledger`: the writes of an earlier story on
+    the same store)."""
+    ledger = ledger or Ledger()
     with srv.client(timeout=60) as c:
         for _ in range(3):  # before the fault
             assert ledger.alert(c, "before") == 200 and ledger.log(c, "before") == 200
@@ -165,6 +167,8 @@ def fault_and_recover(
             r = c.post("/context/logs", json=body)
             assert r.status_code == 200, r.text
             ledger.logs[r.json()["ids"][0]] = body["message"]
+        ledger.refused_alerts.clear()
+        ledger.refused_logs.clear()
         assert ledger.alert(c, "after") == 200 and ledger.log(c, "after") == 200
         ledger.check_stored(c)
         assert "the store cannot commit" in srv.stderr_text()
@@ -305,7 +309,7 @@ def reads_refused(c: httpx.Client) -> None:
 
 def test_postgres_stopped_mid_run_and_started_again(tmp_path) -> None:
     """A throwaway cluster of our own (never the shared server), stopped with clients
-    connected, then started again."""
+    connected, then started again; then made read-only, and writable again."""
     try:
         pg = ThrowawayPostgres()
     except Unavailable as exc:
@@ -314,8 +318,15 @@ def test_postgres_stopped_mid_run_and_started_again(tmp_path) -> None:
         pg.start()
         url = pg.url + "?schema=faults"
         with ServerProcess(tmp_path, "--quiet", db=url) as srv:
-            fault_and_recover(
+            ledger = fault_and_recover(
                 srv, pg.stop, pg.start, why="database unreachable", during=reads_refused
+            )
+            fault_and_recover(
+                srv,
+                lambda: pg.read_only(True),
+                lambda: pg.read_only(False),
+                why="read-only",
+                ledger=ledger,
             )
     except Unavailable as exc:
         pytest.skip(str(exc))
