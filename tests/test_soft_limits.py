@@ -8,8 +8,11 @@ from __future__ import annotations
 import re
 import time
 
-from engine.alerts import fingerprint, marker
+import pytest
+
+from engine.alerts import AlertLimits, Truncation, fingerprint, marker, parse_payload, truncate
 from engine.testing import ServerProcess, make_alert, make_webhook
+from engine.timeutil import utcnow
 
 
 def metric(text: str, name: str) -> float:
@@ -108,3 +111,53 @@ def test_an_envelope_of_5000_alerts_is_processed_whole(tmp_path) -> None:
         stats = c.get("/api/stats").json()
         assert stats["incidents"]["open"] == 500 and stats["alerts"]["firing"] == 5000, stats
         assert stats["incidents"]["attached"] == 4500, stats
+
+
+# --- the cut itself (engine.alerts) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("length", "limit", "expected"),
+    [
+        (10, 10, "x" * 10),  # fits: untouched
+        (100, 40, "x" * 19 + "…[truncated 81 chars]"),  # exactly the limit, marker included
+        (10_000, 8192, "x" * 8168 + "…[truncated 1,832 chars]"),  # thousands separator
+        (1_000, 1_000, "x" * 1_000),
+        (1_001, 1_000, "x" * 979 + "…[truncated 22 chars]"),
+        (50, 5, "…[truncated 50 chars]"),  # a limit shorter than the marker: the marker only
+    ],
+)
+def test_truncate_keeps_what_fits_and_says_how_much_went(length, limit, expected) -> None:
+    text, removed = truncate("x" * length, limit)
+    assert text == expected
+    assert removed == (0 if length <= limit else length - text.index("…"))
+    assert len(text) <= max(limit, len(marker(length)))
+
+
+def test_parse_cuts_after_the_fingerprint_and_reports_every_cut() -> None:
+    limits = AlertLimits(max_labels=3, max_label_name=20, max_label_value=30)
+    labels = {"b": "1", "c": "2", "long": "v" * 100, "alertname": "X", "n" * 40: "3"}
+    cuts: list[Truncation] = []
+    [alert] = parse_payload(
+        {"alerts": [{"labels": labels, "annotations": {"d": "D" * 31}}]}, utcnow(), limits, cuts
+    )
+    assert alert.fingerprint == fingerprint(labels)  # from the labels as received
+    assert alert.labels == {"alertname": "X", "b": "1", "c": "2"}  # alertname always kept
+    assert alert.annotations["d"] == "D" * 9 + "…[truncated 22 chars]"
+    assert alert.annotations["incident_pilot_truncated"] == (
+        "2 labels dropped (over the limit of 3): long, " + "n" * 40
+    )
+    assert sorted((c.field, c.name, c.removed) for c in cuts) == [
+        ("annotation", "d", 22),
+        ("label", "long", 0),
+        ("label", "n" * 40, 0),
+    ]
+    assert {c.fingerprint for c in cuts} == {alert.fingerprint}
+
+
+def test_what_fits_is_not_touched_and_reports_nothing() -> None:
+    cuts: list[Truncation] = []
+    body = make_alert(service="api", annotations={"summary": "s" * 8192})
+    [alert] = parse_payload(body, utcnow(), AlertLimits(), cuts)
+    assert cuts == [] and alert.annotations == {"summary": "s" * 8192}
+    assert "incident_pilot_truncated" not in alert.annotations

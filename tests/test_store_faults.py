@@ -195,16 +195,33 @@ def tmpfs() -> Iterator[Path]:
 def test_sqlite_on_a_full_filesystem(tmp_path, tmpfs) -> None:
     filler: list[Path] = []
     db = str(tmpfs / "incident-pilot.db")
+    tried: list[str] = []
+
+    def resolutions_refused(c: httpx.Client) -> None:
+        """A resolution (by hand, or Alertmanager's) is a write too: 503, nothing done."""
+        incident = next(iter(ledger_of_srv.alerts.values()))
+        refused(c.post(f"/api/incidents/{incident}/resolve", json={"note": "fixed"}))
+        service = next(iter(ledger_of_srv.alerts))
+        body = make_alert(alertname="StoreFault", service=service, status="resolved")
+        refused(c.post("/alerts", json=body))
+        tried.append(incident)
+
+    ledger_of_srv = Ledger()
     with ServerProcess(tmp_path, "--quiet", db=db) as srv:
         ledger = fault_and_recover(
             srv,
             lambda: filler.append(fill(tmpfs)),
             lambda: os.remove(filler[0]),
             why="disk full",
+            during=resolutions_refused,
+            ledger=ledger_of_srv,
         )
         srv.restart()  # and it all survives a restart
         with srv.client() as c:
             ledger.check_stored(c)
+            assert tried and all(
+                c.get(f"/api/incidents/{i}").json()["status"] == "open" for i in tried
+            )
 
 
 def test_sqlite_past_its_file_size_limit(tmp_path) -> None:
