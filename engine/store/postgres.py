@@ -198,29 +198,41 @@ class PostgresDialect:
             open=True,
         )
 
-    def _check(self, conn: psycopg.Connection) -> None:
-        try:
-            ConnectionPool.check_connection(conn)
-        except Exception:
-            self._down = True  # the calls after this one go straight to _recover
-            raise
-
-    def _unavailable(self, exc: psycopg.Error) -> StoreUnavailable | None:
-        """The StoreUnavailable for `exc` (marking the database down when it could not be
-        reached), or None."""
-        unavailable = pg_unavailable(exc)
-        if unavailable is not None and unavailable.reason.startswith("database unreachable"):
-            self._down = True
-        return unavailable
-
-    def _recover(self) -> None:
-        """While down: StoreUnavailable at once if the database still refuses a direct
-        connection; when it answers, a fresh pool."""
+    def _reachable(self) -> psycopg.OperationalError | None:
+        """None when a direct connection to the database works, else why not."""
         try:
             psycopg.connect(
                 self._conninfo, autocommit=True, connect_timeout=DOWN_CONNECT_TIMEOUT
             ).close()
         except psycopg.OperationalError as exc:
+            return exc
+        return None
+
+    def _check(self, conn: psycopg.Connection) -> None:
+        try:
+            ConnectionPool.check_connection(conn)
+        except Exception:
+            # One stale connection, or the database gone? Only the latter sends the calls
+            # after this one to _recover.
+            if self._reachable() is not None:
+                self._down = True
+            raise
+
+    def _unavailable(self, exc: psycopg.Error) -> StoreUnavailable | None:
+        """The StoreUnavailable for `exc` (marking the database down when it cannot be
+        reached directly either), or None."""
+        unavailable = pg_unavailable(exc)
+        lost = unavailable is not None and unavailable.reason.startswith("database unreachable")
+        if lost and self._reachable() is not None:
+            self._down = True
+        return unavailable
+
+    def _recover(self) -> None:
+        """While down: StoreUnavailable at once if the database still refuses a direct
+        connection; when it answers, a fresh pool (the old one's connections are all
+        dead, and its reconnect attempts may be in a backoff of minutes)."""
+        exc = self._reachable()
+        if exc is not None:
             raise StoreUnavailable("database unreachable", str(exc).strip()) from exc
         with self._pool_lock:
             if not self._down or self._closed:
