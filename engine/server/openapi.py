@@ -52,7 +52,8 @@ _ERROR_TEXT = {
     413: "The body is larger than the configured limit",
     415: "Unsupported Content-Type",
     422: "The rules have errors; the previous rules stay in use",
-    503: "Busy: the request took too long, or too many connections",
+    503: "Busy (the request took too long, too many connections) or the store cannot "
+    "commit: nothing was stored, retry after `Retry-After` seconds",
 }
 _HOOK_ERRORS = (400, 401, 404, 408, 413, 415, 503)  # 401: signature/token; 404: receiver off
 
@@ -274,6 +275,19 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
         ("get", "/healthz"): {
             "summary": "Liveness (open)",
             "responses": {"200": _json("Health", "Alive")},
+        },
+        ("get", "/readyz"): {
+            "summary": "Readiness: the store can commit writes (open)",
+            "responses": {
+                "200": {
+                    "description": "Ready",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "503": {
+                    "description": "The store cannot commit; `store` names the reason",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+            },
         },
         ("get", "/metrics"): {
             "summary": "Prometheus metrics (open, or scope read with --metrics-auth)",

@@ -257,6 +257,11 @@ class Store(Protocol):
         outbox by status."""
         ...
 
+    def probe_write(self) -> None:
+        """Commit a write that changes nothing anyone reads (readiness). Raises
+        engine.store.errors.StoreUnavailable when the store cannot commit."""
+        ...
+
     # --- delivery outbox ---------------------------------------------------
     def claim_deliveries(
         self, *, now: datetime, limit: int, lease: timedelta, worker: str

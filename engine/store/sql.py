@@ -8,6 +8,7 @@ records are here. What the two engines do differently is the dialect's (dialect.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +29,8 @@ from engine.store.codec import epoch, from_epoch
 from engine.store.dialect import Conn, Dialect
 from engine.store.migrations import apply_migrations
 
+PROBE_SERVICE = "incident-pilot.probe"  # probe_write's row, never committed
+PROBE_BYTES = 64 * 1024
 ID_RANGE = range(-(2**63), 2**63)  # SQL's 64-bit integer ids
 
 _CTX_SELECT = {
@@ -289,6 +292,19 @@ class SQLStore:
         """From the kept counts (engine.store.tallies): one small query at any size."""
         with self.dialect.read() as conn:
             return tallies.as_stats(tallies.read(conn))
+
+    def probe_write(self) -> None:
+        # A 64 KB log row, incompressible, inserted and deleted in one transaction: it
+        # goes through the journal and the commit like an alert's write (a single small
+        # row can still fit on a nearly full disk where alerts fail), and leaves nothing.
+        def work(conn: Conn) -> None:
+            conn.execute(
+                "INSERT INTO logs (service, ts, level, message) VALUES (?, 0, 'DEBUG', ?)",
+                (PROBE_SERVICE, secrets.token_hex(PROBE_BYTES // 2)),
+            )
+            conn.execute("DELETE FROM logs WHERE service = ?", (PROBE_SERVICE,))
+
+        self.dialect.write(work)
 
     # --- delivery outbox ---------------------------------------------------------
     def claim_deliveries(
