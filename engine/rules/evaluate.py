@@ -110,9 +110,9 @@ def collect_evidence(
         elif spec.kind == "table":
             assert spec.entry is not None
             table = scope[TABLES].get(spec.entry.table)
-            entry = table.get(spec.entry.key.get(scope)) if table is not None else None
-            if entry is not None:
-                out.append(Evidence(entry.path, entry.snapshot()))
+            cited = table.get(spec.entry.key.get(scope)) if table is not None else None
+            if cited is not None:
+                out.append(Evidence(cited.path, cited.snapshot()))
         elif spec.kind == "alert":
             value = lookup(scope["alert"], spec.target)
             if value is not MISSING and value is not None:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.rules.problems import Problem
+from engine.rules.problems import KeyPath, Problem
 from engine.rules.schema_check import validate_document
 from engine.rules.yamlsrc import YamlDoc
 
@@ -168,17 +168,17 @@ def _keyed_problems(doc: YamlDoc) -> list[Problem]:
         if declared is None:
             continue
         for name, value in entry.items():
-            at = ("entries", key, name)
+            where: KeyPath = ("entries", key, name)
             kind = declared.get(name)
             if kind is None:
                 close = difflib.get_close_matches(name, list(declared), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 message = f"{name!r} is not a declared field of this table{hint}"
-                problems.append(Problem(doc.location(at), message, "table", key_path=at))
+                problems.append(Problem(doc.location(where), message, "table", key_path=where))
             elif not _fits(value, kind):
                 message = f"{name!r} must be a {kind}, not {type(value).__name__} {value!r}"
                 problems.append(
-                    Problem(doc.location(at, prefer="value"), message, "table", key_path=at)
+                    Problem(doc.location(where, prefer="value"), message, "table", key_path=where)
                 )
     return problems
 

@@ -185,6 +185,16 @@ CREATE TABLE pulls (
 CREATE INDEX pulls_created ON pulls (created_at{then_id});
 """,
     ),
+    Migration(
+        # A dependency cascade (engine.store.cascade): the alerts an incident holds as
+        # symptoms of it, and until when a new incident's first page waits for an upstream
+        # incident (a pull rule's answer must not release it earlier).
+        "0007_incident_symptoms",
+        """
+ALTER TABLE incidents ADD COLUMN symptoms TEXT;
+ALTER TABLE incidents ADD COLUMN held_until {real};
+""",
+    ),
 )
 MIGRATION_NAMES: tuple[str, ...] = tuple(m.name for m in MIGRATIONS)
 
