@@ -87,7 +87,9 @@ def check_one_page(store: Store, prefix: str) -> None:
         assert s["via"] == [f"tables/dependencies/{s['service']}"]
         assert s["rule"] == "dependency.upstream_failing"
     assert root.attached_count == DEPENDENTS
-    triggers = [(svc, sink) for svc, sink, event, _ in deliveries(store, prefix) if event == "trigger"]
+    triggers = [
+        (svc, sink) for svc, sink, event, _ in deliveries(store, prefix) if event == "trigger"
+    ]
     assert sorted(triggers) == [(f"{prefix}payments", "pd"), (f"{prefix}payments", "stdout")]
     for merged in incidents:
         if merged.status == "resolved":  # a dependent that opened before the root did
@@ -128,9 +130,12 @@ def test_a_dependent_holds_its_page_for_the_window_after(store: Store, shipped_r
         dependent_alert(prefix, 0, T0)
     )
     # Not due before the rule's window.after (1m): the root has that long to alert.
-    assert store.claim_deliveries(
-        now=T0 + timedelta(seconds=59), limit=10, lease=timedelta(minutes=1), worker="w"
-    ) == []
+    assert (
+        store.claim_deliveries(
+            now=T0 + timedelta(seconds=59), limit=10, lease=timedelta(minutes=1), worker="w"
+        )
+        == []
+    )
     due = store.claim_deliveries(
         now=T0 + timedelta(seconds=61), limit=10, lease=timedelta(minutes=1), worker="w"
     )
@@ -179,7 +184,9 @@ def test_a_dependent_outside_the_window_is_not_merged(store: Store, shipped_rule
         root_alert(prefix, later)
     )
     services = sorted(
-        i.service for i in store.list_incidents(limit=None, status="open") if i.service.startswith(prefix)
+        i.service
+        for i in store.list_incidents(limit=None, status="open")
+        if i.service.startswith(prefix)
     )
     assert services == [f"{prefix}dep-0", f"{prefix}payments"]
 
