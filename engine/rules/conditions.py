@@ -390,7 +390,7 @@ class ConditionCompiler:
                 tests.append(FieldTest(path, op, values))
             elif op in _OPERATORS:
                 value = self.value(raw, where)
-                if op in NUMERIC_OPS and value.ref is None:
+                if op in NUMERIC_OPS and value.ref is None and type(value) is Value:
                     self._check_number(value.literal, op, where)
                 tests.append(FieldTest(path, op, value))
             else:
