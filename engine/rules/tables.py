@@ -203,7 +203,9 @@ def build_table(doc: YamlDoc, name: str, display: str) -> Table:
 def ownership_table(owners: Mapping[str, tuple[dict[str, Any], str, int]]) -> Table:
     """ownership.yaml as the keyed table `ownership`: service -> {team, channel, ...}."""
     entries = {
-        service: TableEntry("ownership", service, record, file, line)
+        service: TableEntry(
+            "ownership", service, {k: v for k, v in record.items() if k != "path"}, file, line
+        )
         for service, (record, file, line) in owners.items()
     }
     files = sorted({e.file for e in entries.values()})
