@@ -113,7 +113,6 @@ def test_ownership_yaml_is_the_ownership_table() -> None:
         "service": "checkout-api",
         "team": "payments",
         "channel": "#payments-oncall",
-        "path": "ownership/checkout-api",
     }
     assert entry.file.endswith("ownership.yaml") and entry.line == 6
     # ... and ownership.yaml itself works as before (routing.team reads it).
@@ -399,3 +398,41 @@ def test_the_shipped_rule_set_copy_with_a_filled_graph_lints_clean(tmp_path: Pat
     write(root, "tables/dependencies.yaml", DEPENDENCIES)
     result = load_paths([root])
     assert [str(p) for p in result.problems] == []
+
+
+def test_any_rule_exporting_symptom_of_attaches_the_alert_as_a_symptom(rules: Path) -> None:
+    """symptom_of works like duplicate_of for a rule with no table join: the alert joins
+    the incident it names, listed among its symptoms."""
+    rule(
+        rules,
+        "t.symptom",
+        """
+        source: incidents
+        match:
+          status: open
+          alertname: RegionDown
+        aggregate:
+          root: earliest
+        summary: "symptom of {{ root.id }}"
+        evidence: {from: root}
+        outputs:
+          symptom_of: $root.id
+        """,
+    )
+    ruleset = load(rules)
+    store = open_store(":memory:")
+    try:
+        root = Pipeline(store, lambda: ruleset, clock=lambda: T0).handle(
+            firing("edge", "RegionDown")
+        )
+        assert root.outcome.kind == "opened" and root.outcome.incident is not None
+        later = T0 + timedelta(seconds=30)
+        out = Pipeline(store, lambda: ruleset, clock=lambda: later).handle(
+            firing("checkout-api", "HighErrorRate", later)
+        )
+        assert out.outcome.kind == "attached"
+        incident = out.outcome.incident
+        assert incident is not None and incident.id == root.outcome.incident.id
+        assert [(s["service"], s["via"]) for s in incident.symptoms] == [("checkout-api", [])]
+    finally:
+        store.close()

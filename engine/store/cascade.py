@@ -46,17 +46,22 @@ def upstream_incident(dialect: Dialect, conn: Conn, cascade: Cascade) -> Any:
 
 
 def symptom(
-    alert: Alert, cascade: Cascade, service: str | None, now: datetime, merged_from: str | None
+    alert: Alert,
+    cascade: Cascade | None,
+    service: str | None,
+    now: datetime,
+    merged_from: str | None,
 ) -> dict[str, Any]:
-    """What an incident lists about one symptom alert."""
+    """What an incident lists about one symptom alert (`cascade` None: a rule's
+    `symptom_of` named the incident without a cascade join)."""
     return {
         "fingerprint": alert.fingerprint,
         "service": alert.service,
         "alertname": alert.alertname,
         "startsAt": format_ts(alert.starts_at),
         "at": format_ts(now),
-        "via": list(cascade.via.get(service or "", ())),
-        "rule": cascade.rule,
+        "via": list(cascade.via.get(service or "", ())) if cascade is not None else [],
+        "rule": cascade.rule if cascade is not None else None,
         "merged_from": merged_from,
     }
 

@@ -72,7 +72,7 @@ def record_firing(
                 "UPDATE alerts SET incident_id = ? WHERE fingerprint = ? AND starts_at = ?",
                 (incident_id, *key),
             )
-            if upstream is not None and draft.cascade is not None:  # a symptom of it
+            if upstream is not None:  # a symptom of it
                 entry = cascades.symptom(alert, draft.cascade, upstream, now, None)
                 cascades.add_symptoms(conn, incident_id, [entry])
             return AlertOutcome("attached", get(conn, incident_id), notify=notify)
@@ -108,23 +108,20 @@ def _attach_target(
     cascade = draft.cascade
     keys = {codec.dumps(dict(group)) or "" for group in draft.groups}
     keys.update(cascade.locks if cascade is not None else ())
-    if not keys:
-        return None
-    # One call, one order: every writer takes its keys sorted, so none waits in a circle.
-    dialect.lock_keys(conn, sorted(keys))
+    if keys:
+        # One call, one order: every writer takes its keys sorted, so none waits in a circle.
+        dialect.lock_keys(conn, sorted(keys))
     if draft.groups:
         row = _group_incident(dialect, conn, draft.groups)
         if row is not None:
             return row[0], row[1], None
-    if cascade is None:
-        return None
     if draft.symptom_of is not None:
         row = conn.execute(
             "SELECT id, last_notified_at, service FROM incidents WHERE id = ?"
             f" AND status = 'open'{lock}",
             (draft.symptom_of,),
         ).fetchone()
-    if row is None and cascade.upstream:
+    if row is None and cascade is not None and cascade.upstream:
         row = cascades.upstream_incident(dialect, conn, cascade)
     return None if row is None else (row[0], row[1], row[2] or "")
 
