@@ -209,7 +209,7 @@ def ownership_table(owners: Mapping[str, tuple[dict[str, Any], str, int]]) -> Ta
         for service, (record, file, line) in owners.items()
     }
     files = sorted({e.file for e in entries.values()})
-    return Table("ownership", "keyed", ", ".join(files), entries, "ownership.yaml")
+    return Table("ownership", "keyed", ", ".join(files), entries, "Which team owns which service.")
 
 
 def with_test_tables(
