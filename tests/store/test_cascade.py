@@ -246,3 +246,20 @@ def pg_url() -> Iterator[str]:
 @pytest.mark.postgres
 def test_concurrent_cascade_postgres(shipped_rules, plan, pg_url: str) -> None:
     race_rounds(lambda: open_store(pg_url), shipped_rules, plan)
+
+
+def test_a_pull_answer_does_not_cut_the_hold_down_short(store: Store, shipped_rules, plan):
+    """Pull rules release a new incident's held page when they answer (add_findings), but
+    a dependent's page stays held until its cascade hold-down is over."""
+    prefix = "pull-"
+    ruleset = cascade_rules(shipped_rules, prefix)
+    result = Pipeline(store, lambda: ruleset, plan=plan, clock=lambda: T0).handle(
+        dependent_alert(prefix, 0, T0)
+    )
+    assert result.outcome.incident is not None
+    soon = T0 + timedelta(seconds=2)
+    store.add_findings(result.outcome.incident.id, [], now=soon)
+    lease = timedelta(minutes=1)
+    assert store.claim_deliveries(now=soon, limit=10, lease=lease, worker="w") == []
+    due = store.claim_deliveries(now=T0 + timedelta(seconds=60), limit=10, lease=lease, worker="w")
+    assert sorted(d.sink for d in due) == ["pd", "stdout"]
