@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from engine.model import Alert
+from engine.narrate import render_text
 from engine.paths import rules_dir
 from engine.pipeline import Pipeline
 from engine.rules.evaluate import base_scope, evaluate_rules
@@ -434,5 +435,7 @@ def test_any_rule_exporting_symptom_of_attaches_the_alert_as_a_symptom(rules: Pa
         incident = out.outcome.incident
         assert incident is not None and incident.id == root.outcome.incident.id
         assert [(s["service"], s["via"]) for s in incident.symptoms] == [("checkout-api", [])]
+        report = render_text(incident, "attached")  # the stdout sink's report lists them
+        assert "  symptoms (1): checkout-api (HighErrorRate)\n" in report
     finally:
         store.close()
