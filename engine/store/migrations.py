@@ -186,10 +186,20 @@ CREATE INDEX pulls_created ON pulls (created_at{then_id});
 """,
     ),
     Migration(
+        # Retention (engine.store.retention): resolved incidents by when they were
+        # resolved, and an incident's outbox rows whatever their status, so pruning an
+        # incident deletes its deliveries by index.
+        "0007_retention",
+        """
+CREATE INDEX incidents_resolved_at ON incidents (resolved_at) WHERE status = 'resolved';
+CREATE INDEX deliveries_incident ON deliveries (incident_id);
+""",
+    ),
+    Migration(
         # A dependency cascade (engine.store.cascade): the alerts an incident holds as
         # symptoms of it, and until when a new incident's first page waits for an upstream
         # incident (a pull rule's answer must not release it earlier).
-        "0007_incident_symptoms",
+        "0008_incident_symptoms",
         """
 ALTER TABLE incidents ADD COLUMN symptoms TEXT;
 ALTER TABLE incidents ADD COLUMN held_until {real};
