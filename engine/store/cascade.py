@@ -131,7 +131,9 @@ def _close(
     note = MERGED_NOTE.format(root=root)
     resolution = {**codec.resolution(auto=True, note=note, at=now), "merged_into": root}
     conn.execute(
-        "UPDATE incidents SET status = 'resolved', resolved_at = ?, resolution = ? WHERE id = ?",
+        # Its alerts now count as the root's (attached there): not twice.
+        "UPDATE incidents SET status = 'resolved', resolved_at = ?, resolution = ?,"
+        " attached_count = 0 WHERE id = ?",
         (epoch(now), codec.dumps(resolution), incident.id),
     )
     closed = get(conn, incident.id)
