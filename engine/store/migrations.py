@@ -204,11 +204,21 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
     # tables as they are, then kept by triggers and by the store's context writes.
     Migration("0008_tallies", tallies.migration_ddl),
     Migration(
+        # A dependency cascade (engine.store.cascade): the alerts an incident holds as
+        # symptoms of it, and until when a new incident's first page waits for an upstream
+        # incident (a pull rule's answer must not release it earlier).
+        "0009_incident_symptoms",
+        """
+ALTER TABLE incidents ADD COLUMN symptoms TEXT;
+ALTER TABLE incidents ADD COLUMN held_until {real};
+""",
+    ),
+    Migration(
         # The incidents' text search (engine.store.search): the words each incident is
         # found by; the primary key is the index a search word's prefix range reads, the
         # second index the one retention deletes an incident's words by. Incidents opened
         # before this migration are indexed when the store opens.
-        "0009_incident_terms",
+        "0010_incident_terms",
         """
 CREATE TABLE incident_terms (
     term {key} NOT NULL,
@@ -221,7 +231,7 @@ CREATE INDEX incident_terms_incident ON incident_terms (incident_id);
     Migration(
         # Each alert's labels and generatorURL, so an incident's page shows every alert
         # that joined it, not only the first (NULL for alerts recorded before).
-        "0010_alert_labels",
+        "0011_alert_labels",
         """
 ALTER TABLE alerts ADD COLUMN labels TEXT;
 ALTER TABLE alerts ADD COLUMN generator_url TEXT;

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from engine.model import CONTEXT_KINDS
 from engine.server.pulls import pull_to_dict
+from engine.server.tables import MAX_KEY
 from engine.store.base import RetryRefused
 from engine.store.outbox import STATUSES
 from engine.timeutil import format_ts, utcnow
@@ -95,8 +96,28 @@ async def no_such_page(request: Request) -> Response:
 
 @page
 async def table_page(request: Request) -> Response:
-    # Tables (rule lookups) are not stored records yet: their entries have no page.
-    raise PageError(404, "Table entries have no page in this version.")
+    """One entry of a lookup table the rules join (evidence `tables/<table>/<key>`)."""
+    name, key = str(request.path_params["table"]), str(request.path_params["key"])
+    table = request.app.state.ip.ruleset.tables.get(name)
+    if table is None:
+        raise PageError(404, f"There is no table {name!r}.")
+    if not key or len(key) > MAX_KEY:
+        raise PageError(400, f"A table key is 1 to {MAX_KEY} characters.")
+    entry = table.get(key)
+    if entry is None:
+        raise PageError(404, f"Table {name!r} has no entry {key!r} (a reload may have removed it).")
+    found = entry.to_dict()
+    return render(
+        request,
+        "record.html",
+        {
+            "title": f"{name} table: {key}",
+            "path": found["path"],
+            "api": f"/api/tables/{quote(name, safe='')}/{quote(key, safe='')}",
+            "fields": [(k, pretty(v)) for k, v in found.items() if k != "path"],
+            "link": None,
+        },
+    )
 
 
 def _about(problem: str, rule: Any) -> bool:

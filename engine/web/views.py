@@ -132,6 +132,8 @@ def _local_anchor(path: str) -> str | None:
         return "#alerts"
     if head == "rules":
         return f"{r.RULES_PATH}#rule-{path.split('/', 1)[-1]}"
+    if head == "ownership" and "/" in path:  # the ownership file is the table `ownership`
+        return r.table_page_path("ownership", path.split("/", 1)[1])
     return None
 
 

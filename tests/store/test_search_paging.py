@@ -92,7 +92,7 @@ def test_incidents_stored_before_the_term_index_are_indexed_on_open(tmp_path) ->
     # As a database of the previous version: no term rows, no record of the migration.
     with sqlite3.connect(path) as conn:
         conn.execute("DROP TABLE incident_terms")
-        conn.execute("DELETE FROM schema_migrations WHERE name = '0009_incident_terms'")
+        conn.execute("DELETE FROM schema_migrations WHERE name = '0010_incident_terms'")
     with open_store(path) as store:  # type: ignore[attr-defined]
         assert [i.id for i in store.list_incidents(q="legacy")] == [iid]
 

@@ -68,6 +68,8 @@ def test_open_server_pages_show_the_demo_incident(api):
     for rule in ("deploy.recent_correlated", "logs.error_spike", "routing.team"):
         assert rule in html
     assert 'class="evidence-link" href="/ui/context/deploys/1"' in html
+    # routing.team cites the alert's team label: a link to the alert on the same page.
+    assert 'class="evidence-link" href="#alerts">alert/labels/team</a>' in html
     assert "kubectl rollout undo deployment/api-gateway" in html  # the copyable command
     assert 'data-copy="kubectl rollout undo deployment/api-gateway"' in html
     # The timeline: the alert, the deploy and the binned ERROR lines, each a link.
@@ -439,3 +441,18 @@ def test_a_failing_store_gives_an_error_page_not_a_traceback(make_app, caplog):
     assert "could not answer this page" in r.text and "Traceback" not in r.text
     assert r.headers["x-frame-options"] == "DENY"
     assert "page GET /ui/incidents/" in caplog.text
+
+
+def test_a_table_entry_has_a_page(api):
+    r = api.get("/ui/tables/ownership/checkout-api")
+    assert r.status_code == 200
+    assert "payments" in r.text and "#payments-oncall" in r.text
+    assert "rules.d/ownership.yaml" in r.text.replace("\\", "/")
+    assert 'href="/api/tables/ownership/checkout-api"' in r.text
+    assert api.get("/ui/tables/ownership/nobody").status_code == 404
+
+
+def test_ownership_evidence_links_to_the_table_entry(api):
+    r = api.post("/alerts", json=make_alert(service="checkout-api"))
+    html = api.get(f"/ui/incidents/{r.json()['results'][0]['incident']}").text
+    assert 'class="evidence-link" href="/ui/tables/ownership/checkout-api"' in html
