@@ -23,6 +23,8 @@ from starlette.responses import RedirectResponse, Response
 
 from engine.paths import templates_dir
 from engine.server.body import ClientError, media_type, read_body
+from engine.server.faults import RETRY_AFTER_SECONDS, operation_of
+from engine.store.errors import StoreUnavailable
 from engine.web import routes as r
 from engine.web.session import LOGIN_COOKIE, OPEN_TOKEN_ID, SESSION_COOKIE, Session, Sessions
 
@@ -218,6 +220,14 @@ def page(handler: Handler | None = None, *, admin: bool = False) -> Any:
                 return render(request, "error.html", {"message": exc.message}, status=exc.status)
             except PageError as exc:
                 return render(request, "error.html", {"message": exc.message}, status=exc.status)
+            except StoreUnavailable as exc:
+                # As the API: recorded for /readyz, 503 with Retry-After; a page, not JSON.
+                operation = operation_of(request.method, request.url.path)
+                request.app.state.ip.faults.failed(operation, exc)
+                message = f"The store cannot answer right now ({exc.reason}); try again shortly."
+                page = render(request, "error.html", {"message": message}, status=503)
+                page.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+                return page
             except Exception:
                 log.exception("page %s %s failed", request.method, request.url.path)
                 message = "The server could not answer this page; its log has the details."

@@ -456,3 +456,22 @@ def test_ownership_evidence_links_to_the_table_entry(api):
     r = api.post("/alerts", json=make_alert(service="checkout-api"))
     html = api.get(f"/ui/incidents/{r.json()['results'][0]['incident']}").text
     assert 'class="evidence-link" href="/ui/tables/ownership/checkout-api"' in html
+
+
+@pytest.mark.slow
+def test_resolving_while_the_store_cannot_commit_is_a_503_page(make_app, tmp_path):
+    from tests.faults import sqlite_write_lock
+
+    db = str(tmp_path / "locked.db")
+    state, api = make_app(db=db)
+    incident_id = seed(api)
+    page = api.get(f"/ui/incidents/{incident_id}")
+    with sqlite_write_lock(db):  # another process holds the write lock past the busy timeout
+        r = api.post(
+            f"/ui/incidents/{incident_id}/resolve",
+            data={"csrf": form_value(page.text, "csrf"), "note": "x"},
+        )
+    assert r.status_code == 503 and r.headers["retry-after"] == "10"
+    assert r.headers["content-type"].startswith("text/html") and "try again" in r.text
+    assert api.get(f"/api/incidents/{incident_id}").json()["status"] == "open"
+    assert state.faults.reason.startswith("locked")  # recorded for /readyz, as the API does
