@@ -19,6 +19,7 @@ from engine.rulefiles import rule_dirs
 from engine.server.app import create_app
 from engine.server.auth import startup_check
 from engine.server.logs import configure as configure_logs
+from engine.server.logs import scrub_secrets
 from engine.server.reload import install_sighup
 from engine.server.settings import settings_from_args
 from engine.server.state import AppState, StartupError, build_state, print_startup_error, redact_db
@@ -78,6 +79,7 @@ def serve(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print_startup_error(exc)
         return 1
+    scrub_secrets(state.delivery.redactor.scrub)
     log.info(
         "incident-pilot listening on http://%s:%d (store %s, %d rules from %s)",
         settings.host,

@@ -37,6 +37,7 @@ from engine.rules.ruleset import RuleSet
 from engine.server.auth import AuthConfigError, TokenSet, load_tokens
 from engine.server.counters import Counters
 from engine.server.metrics import Metrics
+from engine.server.scrub import learn_secrets, store_error
 from engine.server.settings import ServeSettings
 from engine.store import open_store
 from engine.store.base import Store
@@ -56,8 +57,8 @@ class StartupError(Exception):
 
 
 def redact_db(url: str) -> str:
-    """The store URL without its password, for logs."""
-    if "://" not in url:
+    """The store URL (or conninfo string) without its passwords, for logs."""
+    if "://" not in url and "=" not in url:
         return url
     from engine.store.postgres import redact  # only a URL store needs the Postgres driver
 
@@ -183,7 +184,8 @@ def build_state(
     try:
         store = open_store(settings.db)
     except Exception as exc:  # a bad path or URL is the operator's mistake: say it plainly
-        raise StartupError(f"cannot open the store {redact_db(settings.db)!r}: {exc}") from None
+        why = store_error(settings.db, exc)
+        raise StartupError(f"cannot open the store {redact_db(settings.db)!r}: {why}") from None
     try:
         return _assemble(settings, store, ruleset, tokens, stdout, environ)
     except BaseException:
@@ -234,6 +236,10 @@ def _assemble(
     except PullConfigError as exc:
         raise StartupError(f"refusing to start: {exc}") from None
     pulls = PullRunner(store, pull_config, on_done=delivery.wake)
+    # The delivery redactor scrubs every secret of the process (serve scrubs logs with it).
+    learn_secrets(
+        delivery.redactor, db=settings.db, hooks=hooks, pulls=pull_config, environ=environ
+    )
     return AppState(
         settings=settings,
         store=store,

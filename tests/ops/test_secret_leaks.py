@@ -1,0 +1,271 @@
+"""Nothing secret leaves: every secret the service holds is planted, every receiver echoes
+back all it was sent (path, query, headers, body) in its error answers, and then the
+server's log, every API answer and the SQLite database file are searched for each secret
+and for the secret parts of a secret URL, in the forms an echo may use."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from engine.testing import ServerError, ServerProcess, free_port, make_alert, make_webhook
+
+TOKENS = {
+    "ingest": "PLANT-ingest-api-token-7f3a9c21",
+    "read": "PLANT-read-api-token-0b8e4d55",
+    "admin": "PLANT-admin-api-token-c4a1e9f0",
+}
+SLACK_TOKEN = "PLANTslackTok3nXk9pQ2rT7vW4"
+SLACK_PATH = f"/services/T0PLANT01/B0PLANT02/{SLACK_TOKEN}"
+SLACK_QUERY = "sig=PLANT-slack-query-5e6f7a"
+SECRETS = {
+    "PD_KEY": "PLANTpagerdutyRoutingKey0123456",
+    "OG_KEY": "PLANT-opsgenie-api-key-8c9d0e1f",
+    "WH_SECRET": "PLANT-webhook-hmac-secret-2a3b4c",
+    "INCIDENT_PILOT_GITHUB_WEBHOOK_SECRET": "PLANT-github-webhook-secret-6d7e8f",
+    "INCIDENT_PILOT_GITLAB_WEBHOOK_TOKEN": "PLANT-gitlab-webhook-token-9a0b1c",
+    "INCIDENT_PILOT_ARGOCD_WEBHOOK_TOKEN": "PLANT-argocd-webhook-token-3d4e5f",
+    "INCIDENT_PILOT_LLM_API_KEY": "PLANT-llm-api-key-6a7b8c9d",
+}
+SINKS = """
+delivery:
+  max_attempts: 3
+  base_delay: 20ms
+  max_delay: 50ms
+  poll_interval: 50ms
+sinks:
+  chat: {{type: slack, webhook_url_env: SLACK_URL, timeout: 2s}}
+  pd: {{type: pagerduty, url: "{url}", routing_key_env: PD_KEY, timeout: 2s}}
+  og: {{type: opsgenie, url: "{url}", api_key_env: OG_KEY, timeout: 2s}}
+  hook: {{type: webhook, url: "{url}/incidents", secret_env: WH_SECRET, timeout: 2s}}
+routes:
+  default:
+    - sink: chat
+    - sink: pd
+    - sink: og
+    - sink: hook
+"""
+
+
+class EchoReceiver:
+    """Answers every request with an error that quotes everything the request carried:
+    path and query (as sent, and percent-encoded), headers and body, each reply putting
+    another part first (an error excerpt is short). Two 503s, then a 400: every sink
+    retries twice, then dead-letters the delivery."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                # Credentials first, as a receiver refusing them would quote them.
+                headers = dict(sorted(self.headers.items(), key=lambda h: h[0] != "Authorization"))
+                with outer.lock:
+                    n = sum(1 for s in outer.seen if s["sink"] == _sink_of(self.path))
+                    outer.seen.append({"sink": _sink_of(self.path), "path": self.path})
+                parts = [
+                    json.dumps({"error": "bad request", "headers": headers}),
+                    f"body: {body.decode('utf-8', 'replace')}",
+                    f"{self.command} {self.path} HTTP/1.1 {quote(self.path, safe='')}",
+                ]
+                parts = parts[n % 3 :] + parts[: n % 3]
+                if "/chat/completions" in self.path:  # the LLM: its reply repeats all of it
+                    reply = {
+                        "choices": [{"message": {"role": "assistant", "content": "\n".join(parts)}}]
+                    }
+                    status, text = 200, json.dumps(reply)
+                else:
+                    status, text = (503 if n < 2 else 400), " | ".join(parts)
+                data = text.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _sink_of(path: str) -> str:
+    for marker, sink in (("/services/", "chat"), ("/v2/enqueue", "pd"), ("/v2/alerts", "og")):
+        if marker in path:
+            return sink
+    return "llm" if "completions" in path else "hook"
+
+
+@pytest.fixture
+def echo() -> Iterator[EchoReceiver]:
+    receiver = EchoReceiver()
+    yield receiver
+    receiver.close()
+
+
+def needles(slack_url: str) -> dict[str, str]:
+    """What must never appear: each secret, and each part of the Slack URL that is one."""
+    found = {name: value for name, value in SECRETS.items()}
+    found |= {f"api token {scope}": token for scope, token in TOKENS.items()}
+    found |= {
+        "slack url": slack_url,
+        "slack path": SLACK_PATH,
+        "slack path, percent-encoded": quote(SLACK_PATH, safe=""),
+        "slack token": SLACK_TOKEN,
+        "slack query": SLACK_QUERY,
+        "slack query value": SLACK_QUERY.partition("=")[2],
+    }
+    return found
+
+
+def leaks(text: str, slack_url: str) -> list[str]:
+    low = text.lower()
+    return [name for name, value in needles(slack_url).items() if value.lower() in low]
+
+
+def test_no_secret_reaches_logs_api_or_database(tmp_path: Path, echo: EchoReceiver) -> None:
+    slack_url = f"{echo.url}{SLACK_PATH}?{SLACK_QUERY}"
+    config = tmp_path / "delivery.yaml"
+    config.write_text(SINKS.format(url=echo.url))
+    env = {
+        **SECRETS,
+        "SLACK_URL": slack_url,
+        "INCIDENT_PILOT_TOKENS": ",".join(f"{s}:{t}" for s, t in TOKENS.items()),
+        "INCIDENT_PILOT_LLM_PROVIDER": "openai-compatible",
+        "INCIDENT_PILOT_LLM_BASE_URL": f"{echo.url}/v1",
+        "INCIDENT_PILOT_LLM_MODEL": "stand-in",
+        "INCIDENT_PILOT_LOG_LEVEL": "debug",
+    }
+    server = ServerProcess(tmp_path / "srv", "--config", str(config), env=env)
+    answers: list[str] = []
+    with server, server.client() as client:
+        admin = {"Authorization": f"Bearer {TOKENS['admin']}"}
+        ingest = {"Authorization": f"Bearer {TOKENS['ingest']}"}
+        alert = make_alert(service="checkout-api", severity="critical")
+        sent = client.post("/alerts", json=make_webhook(alert), headers=ingest)
+        assert sent.status_code == 200, sent.text
+        # A wrong token and the deploy webhooks, right and wrong: nothing of theirs is logged.
+        assert (
+            client.get("/api/incidents", headers={"Authorization": "Bearer nope"}).status_code
+            == 401
+        )
+        body = json.dumps({"deployment": {}}).encode()
+        github = SECRETS["INCIDENT_PILOT_GITHUB_WEBHOOK_SECRET"].encode()
+        signature = "sha256=" + hmac.new(github, body, hashlib.sha256).hexdigest()
+        client.post("/hooks/github", content=body, headers={"X-Hub-Signature-256": signature})
+        client.post(
+            "/hooks/gitlab",
+            json={},
+            headers={"X-Gitlab-Token": SECRETS["INCIDENT_PILOT_GITLAB_WEBHOOK_TOKEN"]},
+        )
+        client.post(
+            "/hooks/argocd",
+            json={},
+            headers={"Authorization": f"Bearer {SECRETS['INCIDENT_PILOT_ARGOCD_WEBHOOK_TOKEN']}"},
+        )
+
+        deadline = time.monotonic() + 30
+        dead: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            dead = client.get("/api/deliveries?status=dead", headers=admin).json()
+            if dead.get("count") == 4:
+                break
+            time.sleep(0.1)
+        assert dead.get("count") == 4, dead
+        # The receivers did echo the secrets back: this test would see a leak.
+        seen = {s["sink"] for s in echo.seen}
+        assert {"chat", "pd", "og", "hook", "llm"} <= seen
+        chat = next(d for d in dead["deliveries"] if d["sink"] == "chat")
+        assert chat["last_error"].startswith("HTTP 400: POST *** HTTP/1.1 ***"), chat  # masked
+
+        incidents = client.get("/api/incidents", headers=admin).json()
+        ids = [i["id"] for i in incidents["incidents"]]
+        paths = ["/api/deliveries?status=dead", "/api/stats", "/api/config", "/api/incidents"]
+        paths += [f"/api/incidents/{i}" for i in ids] + ["/metrics", "/healthz"]
+        for path in paths:
+            answer = client.get(path, headers=admin)
+            assert answer.status_code == 200, (path, answer.text)
+            answers.append(f"{path}: {answer.text}")
+        narration = client.get(f"/api/incidents/{ids[0]}", headers=admin).json()["narration"]
+        assert narration["source"] == "template" and narration["llm_rejected"]
+
+    log = server.stderr_text() + server.stdout_text()
+    assert "is dead after 3 attempt(s)" in log  # the errors were logged
+    for sink in ("chat", "pd", "og"):  # each echoed its secret: masked in the log
+        lines = [line for line in log.splitlines() if f" to {sink} " in line]
+        assert any("***" in line for line in lines), (sink, lines)
+    assert not leaks(log, slack_url), leaks(log, slack_url)
+    for answer in answers:
+        assert not leaks(answer, slack_url), (leaks(answer, slack_url), answer[:300])
+    db = Path(server.db)
+    files = [p for p in db.parent.iterdir() if p.name.startswith(db.name)]
+    assert files
+    for path in files:
+        text = path.read_bytes().decode("latin-1")
+        assert not leaks(text, slack_url), (path.name, leaks(text, slack_url))
+
+
+def test_a_store_url_password_is_never_printed(tmp_path: Path) -> None:
+    """Every form of a PostgreSQL password, in a store the server cannot reach."""
+    port = free_port()  # nothing listens there
+    url = (
+        f"postgresql://app:PLANT-userinfo-pw-1a2b@127.0.0.1:{port}/ip"
+        "?password=PLANT-query-pw-3c4d&sslpassword=PLANT-sslpassword-5e6f&connect_timeout=2"
+    )
+    server = ServerProcess(tmp_path, db=url, env={"INCIDENT_PILOT_LOG_LEVEL": "debug"})
+    with pytest.raises(ServerError):
+        server.start()
+    server.close()
+    text = server.stderr_text() + server.stdout_text()
+    assert "cannot open the store" in text
+    assert "PLANT-" not in text, text
+
+
+@pytest.mark.skipif(
+    not os.environ.get("INCIDENT_PILOT_TEST_POSTGRES_DSN"),
+    reason="INCIDENT_PILOT_TEST_POSTGRES_DSN is not set (no PostgreSQL server to start on)",
+)
+def test_a_running_postgres_store_logs_its_url_without_passwords(tmp_path: Path) -> None:
+    base = os.environ["INCIDENT_PILOT_TEST_POSTGRES_DSN"]
+    schema = f"leak_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+    sep = "&" if "?" in base else "?"
+    # The test server trusts local connections: the planted passwords are carried, unused.
+    url = f"{base}{sep}schema={schema}&password=PLANT-query-pw-7a8b&sslpassword=PLANT-ssl-9c0d"
+    server = ServerProcess(tmp_path, db=url, env={"INCIDENT_PILOT_LOG_LEVEL": "info"})
+    try:
+        with server, server.client() as client:
+            for path in ("/api/stats", "/api/config", "/healthz", "/metrics"):
+                assert "PLANT-" not in client.get(path).text
+        text = server.stderr_text()
+        assert "listening on" in text and "password=***" in text
+        assert "PLANT-" not in text, text
+    finally:
+        import psycopg
+
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
