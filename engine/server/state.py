@@ -26,6 +26,7 @@ from engine.adapters.deploy_config import HookConfig, load_hooks
 from engine.alerts import AlertLimits
 from engine.delivery.service import DeliveryConfigError, DeliveryService, load_delivery_config
 from engine.ingest import ContextLimits
+from engine.llm.commands import rule_templates
 from engine.llm.config import LLMConfigError
 from engine.llm.hook import DeliveryNarrator, llm_narrator
 from engine.model import Alert
@@ -203,9 +204,18 @@ def _assemble(
 ) -> AppState:
     counters = Counters()
     metrics = Metrics(store, counters, rules_loaded=len(ruleset.enabled))
+    built: list[AppState] = []  # the rules in use are the state's (a reload replaces them)
+
+    def templates() -> dict[str, dict[str, str]]:
+        return rule_templates(built[0].ruleset if built else ruleset)
+
     try:  # optional LLM narration (engine.llm): off unless INCIDENT_PILOT_LLM_PROVIDER is set
         narrator = llm_narrator(
-            store, ruleset.ownership, environ=environ, on_outcome=metrics.narration
+            store,
+            ruleset.ownership,
+            environ=environ,
+            on_outcome=metrics.narration,
+            templates=templates,
         )
     except LLMConfigError as exc:
         raise StartupError(f"refusing to start: {exc}") from None
@@ -240,7 +250,7 @@ def _assemble(
     learn_secrets(
         delivery.redactor, db=settings.db, hooks=hooks, pulls=pull_config, environ=environ
     )
-    return AppState(
+    state = AppState(
         settings=settings,
         store=store,
         ruleset=ruleset,
@@ -253,6 +263,8 @@ def _assemble(
         pulls=pulls,
         listeners=[metrics.observe, delivery.wake],
     )
+    built.append(state)
+    return state
 
 
 def print_startup_error(exc: StartupError) -> None:
