@@ -64,13 +64,15 @@ class PullRunner:
         *,
         on_done: Callable[[], None] = lambda: None,
         on_rule: Callable[[str, str], None] = lambda rule, outcome: None,
+        scrub: Callable[[str], str] = lambda text: text,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         """`on_rule(rule id, outcome)` hears of each pull rule that ends in a rule.error
         finding: outcome `overrun` (its source did not answer within the budget) or `error`
-        (the server's metrics count both)."""
+        (the server's metrics count both). `scrub` removes secrets from an error before it
+        becomes a finding (a source or proxy may echo the token or the URL's password)."""
         self.store, self.config, self.on_done, self.clock = store, config, on_done, clock
-        self.on_rule = on_rule
+        self.on_rule, self.scrub = on_rule, scrub
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._client: httpx.AsyncClient | None = None
@@ -198,14 +200,14 @@ class PullRunner:
             except (PullError, httpx.HTTPError) as exc:
                 self._count(rule.id, "error")
                 return rule_error_finding(
-                    rule, f"{spec.source} query failed: {exc}; query: {query}"
+                    rule, self.scrub(f"{spec.source} query failed: {exc}; query: {query}")
                 )
             anchor = alert.starts_at.timestamp()
             mine = [{**r, "age": round(anchor - r["_epoch"], 3)} for r in recs]
             return evaluate_records(rule, scope, mine, RuleTrace(rule.id))
         except Exception as exc:  # a broken rule must never break the others
             self._count(rule.id, "error")
-            return rule_error_finding(rule, describe_error(exc))
+            return rule_error_finding(rule, self.scrub(describe_error(exc)))
 
     def _count(self, rule_id: str, outcome: str) -> None:
         try:

@@ -10,6 +10,7 @@ logged.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
@@ -49,10 +50,13 @@ def learn_secrets(
             redactor.add_value(llm.api_key)
     for url in urls:  # a password in a source's URL (https://user:pass@host/)
         with contextlib.suppress(ValueError):
-            password = urlsplit(url).password
-            if password:
-                redactor.add_value(password)
-                redactor.add_value(unquote(password))
+            parts = urlsplit(url)
+            if parts.password:
+                redactor.add_value(parts.password)
+                redactor.add_value(unquote(parts.password))
+                # httpx sends it as Basic auth, which a source or proxy may echo back.
+                basic = f"{unquote(parts.username or '')}:{unquote(parts.password)}"
+                redactor.add_value(base64.b64encode(basic.encode()).decode())
     for password in store_passwords(db):
         redactor.add_value(password)
     return redactor

@@ -245,7 +245,13 @@ def _assemble(
         pull_config = load_pull_config(settings.pull, environ)
     except PullConfigError as exc:
         raise StartupError(f"refusing to start: {exc}") from None
-    pulls = PullRunner(store, pull_config, on_done=delivery.wake, on_rule=metrics.pull_rule)
+    pulls = PullRunner(
+        store,
+        pull_config,
+        on_done=delivery.wake,
+        on_rule=metrics.pull_rule,
+        scrub=delivery.redactor.scrub,
+    )
     # The delivery redactor scrubs every secret of the process (serve scrubs logs with it).
     learn_secrets(
         delivery.redactor, db=settings.db, hooks=hooks, pulls=pull_config, environ=environ
