@@ -10,6 +10,7 @@ in (see `forms`).
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import os
@@ -104,6 +105,20 @@ def _url_parts(value: str) -> set[str]:
         if len(segment) >= 16 or (len(segment) >= MIN_PART and re.search(r"\d", segment)):
             found.add(segment)
     return {p for p in found if len(p) >= MIN_PART and p != "/"}
+
+
+def url_credentials(url: str) -> list[str]:
+    """The password of `url`'s userinfo (https://user:pass@host), as written and decoded,
+    and the Basic-auth form an HTTP client sends it in (a server may echo that back)."""
+    try:
+        parts = urlsplit(url)
+        password, user = parts.password, parts.username
+    except ValueError:
+        return []
+    if not password:
+        return []
+    basic = f"{unquote(user or '')}:{unquote(password)}"
+    return [password, unquote(password), base64.b64encode(basic.encode()).decode()]
 
 
 def forms(value: str) -> set[str]:

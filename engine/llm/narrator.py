@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from engine.delivery.secrets import Redactor
 from engine.llm.commands import Templates
 from engine.llm.config import LLMConfig, load_config
 from engine.llm.grounding import check
@@ -78,6 +79,9 @@ class Narrator:
         self.client = client or ChatClient(config)
         self.on_outcome = on_outcome
         self.templates = templates
+        self.redactor = Redactor()  # a reason may quote what an echoing endpoint sent back
+        for value in config.secret_values():
+            self.redactor.add_value(value)
 
     @classmethod
     def from_env(
@@ -135,7 +139,7 @@ class Narrator:
                 "provider": self.config.provider,
                 "model": self.config.model,
             }
-        reason = redact(reason, self.config.api_key)
+        reason = self.redactor.scrub(redact(reason, self.config.api_key))
         outcome = _outcome(reason)
         self._count(outcome)
         # The reason may quote the prose (and so data): full text at debug level only; it is

@@ -10,13 +10,10 @@ logged.
 
 from __future__ import annotations
 
-import base64
-import contextlib
 from collections.abc import Mapping
-from urllib.parse import unquote, urlsplit
 
 from engine.adapters.deploy_config import HookConfig
-from engine.delivery.secrets import Redactor
+from engine.delivery.secrets import Redactor, url_credentials
 from engine.llm.config import load_config as load_llm_config
 from engine.pull.config import PullConfig
 
@@ -42,21 +39,12 @@ def learn_secrets(
     for token in pulls.tokens.values():
         if token:
             redactor.add_value(token)
-    urls = list(pulls.urls.values())
+    for url in pulls.urls.values():  # a password in a source's URL (https://user:pass@host/)
+        for value in url_credentials(url):
+            redactor.add_value(value)
     llm = load_llm_config(environ)
-    if llm is not None:
-        urls.append(llm.base_url)
-        if llm.api_key:
-            redactor.add_value(llm.api_key)
-    for url in urls:  # a password in a source's URL (https://user:pass@host/)
-        with contextlib.suppress(ValueError):
-            parts = urlsplit(url)
-            if parts.password:
-                redactor.add_value(parts.password)
-                redactor.add_value(unquote(parts.password))
-                # httpx sends it as Basic auth, which a source or proxy may echo back.
-                basic = f"{unquote(parts.username or '')}:{unquote(parts.password)}"
-                redactor.add_value(base64.b64encode(basic.encode()).decode())
+    for value in llm.secret_values() if llm is not None else ():
+        redactor.add_value(value)
     for password in store_passwords(db):
         redactor.add_value(password)
     return redactor

@@ -5,6 +5,7 @@ and for the secret parts of a secret URL, in the forms an echo may use."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -29,6 +30,8 @@ TOKENS = {
 SLACK_TOKEN = "PLANTslackTok3nXk9pQ2rT7vW4"
 SLACK_PATH = f"/services/T0PLANT01/B0PLANT02/{SLACK_TOKEN}"
 SLACK_QUERY = "sig=PLANT-slack-query-5e6f7a"
+LLM_PASSWORD = "PLANT-llm-url-password-1f2e3d"
+LLM_BASIC = base64.b64encode(f"narrator:{LLM_PASSWORD}".encode()).decode()
 SECRETS = {
     "PD_KEY": "PLANTpagerdutyRoutingKey0123456",
     "OG_KEY": "PLANT-opsgenie-api-key-8c9d0e1f",
@@ -84,9 +87,8 @@ class EchoReceiver:
                 ]
                 parts = parts[n % 3 :] + parts[: n % 3]
                 if "/chat/completions" in self.path:  # the LLM: its reply repeats all of it
-                    reply = {
-                        "choices": [{"message": {"role": "assistant", "content": "\n".join(parts)}}]
-                    }
+                    said = f"Run `{self.headers.get('Authorization')}` first.\n" + "\n".join(parts)
+                    reply = {"choices": [{"message": {"role": "assistant", "content": said}}]}
                     status, text = 200, json.dumps(reply)
                 else:
                     status, text = (503 if n < 2 else 400), " | ".join(parts)
@@ -139,6 +141,8 @@ def needles(slack_url: str) -> dict[str, str]:
         "slack token": SLACK_TOKEN,
         "slack query": SLACK_QUERY,
         "slack query value": SLACK_QUERY.partition("=")[2],
+        "llm url password": LLM_PASSWORD,
+        "llm url credentials, as Basic auth": LLM_BASIC,
     }
     return found
 
@@ -157,7 +161,8 @@ def test_no_secret_reaches_logs_api_or_database(tmp_path: Path, echo: EchoReceiv
         "SLACK_URL": slack_url,
         "INCIDENT_PILOT_TOKENS": ",".join(f"{s}:{t}" for s, t in TOKENS.items()),
         "INCIDENT_PILOT_LLM_PROVIDER": "openai-compatible",
-        "INCIDENT_PILOT_LLM_BASE_URL": f"{echo.url}/v1",
+        "INCIDENT_PILOT_LLM_BASE_URL": echo.url.replace("//", f"//narrator:{LLM_PASSWORD}@")
+        + "/v1",
         "INCIDENT_PILOT_LLM_MODEL": "stand-in",
         "INCIDENT_PILOT_LOG_LEVEL": "debug",
     }
