@@ -6,7 +6,10 @@ and the short id of the token used: never bodies, never the Authorization header
 
 Every line is scrubbed of the secrets the service knows (`scrub_secrets`, installed by
 `serve` once the configuration is read), in every form they may be quoted in, whatever
-part of the record holds them: message, arguments, `extra=` fields or a traceback.
+part of the record holds them: message, arguments, `extra=` fields or a traceback. Access
+lines are the exception: their fields are fixed (method, path without query, status,
+duration, ids) and hold nothing the service sends anywhere, and scrubbing them would cost
+every request about 20 µs.
 """
 
 from __future__ import annotations
@@ -102,12 +105,14 @@ def scrub_secrets(scrub: Callable[[str], str]) -> None:
 
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return _scrub(" ".join(f"{k}={_quote(v)}" for k, v in _fields(record).items()))
+        line = " ".join(f"{k}={_quote(v)}" for k, v in _fields(record).items())
+        return line if record.name == _ACCESS_NAME else _scrub(line)
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return _scrub(json.dumps(_fields(record), default=str))
+        line = json.dumps(_fields(record), default=str)
+        return line if record.name == _ACCESS_NAME else _scrub(line)
 
 
 def configure(level: str, fmt: str = "text") -> None:

@@ -274,3 +274,38 @@ def test_a_running_postgres_store_logs_its_url_without_passwords(tmp_path: Path)
 
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def test_every_log_line_is_scrubbed_whatever_field_holds_the_secret() -> None:
+    import logging
+
+    from engine.delivery.secrets import Redactor
+    from engine.server import logs
+
+    secret = "PLANT-log-secret-0a1b2c3d"
+    redactor = Redactor()
+    redactor.add_value(secret)
+    try:
+        raise RuntimeError(f"driver said: auth {secret} refused")
+    except RuntimeError:
+        import sys
+
+        exc_info = sys.exc_info()
+    record = logging.LogRecord(
+        "incident_pilot.delivery",
+        logging.ERROR,
+        __file__,
+        1,
+        "sending %s failed",
+        (secret,),
+        exc_info,
+    )
+    record.detail = {"url": f"https://x/{quote(secret, safe='')}"}
+    logs.scrub_secrets(redactor.scrub)
+    try:
+        for formatter in (logs.KeyValueFormatter(), logs.JsonFormatter()):
+            line = formatter.format(record)
+            assert "***" in line and "driver said" in line
+            assert secret not in line and quote(secret, safe="") not in line
+    finally:
+        logs.scrub_secrets(lambda line: line)
