@@ -9,8 +9,9 @@ controls (an annotation, a context record, a log pattern or a regex capture quot
 summary) grounds nothing, however faithfully the prose repeats it.
 
 Which characters of a rendered text are literal is found by aligning it with its template:
-each stretch of the template between `{% %}` tags is a pattern of literal text and `{{ }}`
-slots; what a slot matched, and whatever no stretch accounts for, counts as a value.
+each stretch of the template between `{% %}` tags is a sequence of literal chunks with
+`{{ }}` slots between them; what lies between the chunks, and whatever no stretch accounts
+for, counts as a value.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from engine.rules.ruleset import RuleSet
 Templates = Mapping[str, Mapping[str, str]]
 _TAG = re.compile(r"({{.*?}}|{%.*?%}|{#.*?#})", re.DOTALL)
 _PLAIN = re.compile(r"[A-Za-z0-9._\-/:@%+=,~]+")
-MAX_TEXT = 20_000  # characters: a longer rendered text is not aligned (no command from it)
+MAX_TEXT = 8_000  # characters: a longer rendered text is not aligned (no command from it)
 
 
 @dataclass(frozen=True)
@@ -39,42 +40,51 @@ class Source:
 
 
 @functools.lru_cache(maxsize=256)
-def _stretches(source: str) -> tuple[re.Pattern[str], ...]:
-    """One pattern per stretch of `source` between block tags that has literal words:
-    literal text (any run of whitespace matching any other) with a lazy group per slot."""
-    stretches: list[list[tuple[bool, str]]] = [[]]
+def _stretches(source: str) -> tuple[tuple[re.Pattern[str], ...], ...]:
+    """Per stretch of `source` between block tags, its literal chunks in order (a slot lies
+    between two chunks), each a pattern in which any run of whitespace matches any other."""
+    stretches: list[list[str]] = [[]]
     for i, piece in enumerate(_TAG.split(source)):
         if i % 2 == 0:
-            stretches[-1].append((False, piece))
-        elif piece.startswith("{{"):
-            stretches[-1].append((True, ""))
-        else:  # {% %} or {# #}: what follows may not follow in the output
+            if piece.strip():
+                stretches[-1].append(piece)
+        elif not piece.startswith("{{"):  # {% %} or {# #}: what follows may not follow
             stretches.append([])
-    out = []
-    for stretch in stretches:
-        if not any(not slot and text.strip() for slot, text in stretch):
-            continue
-        regex = "".join(
-            "(.*?)"
-            if slot
-            else "".join(r"\s*" if w.isspace() else re.escape(w) for w in re.split(r"(\s+)", text))
-            for slot, text in stretch
+    return tuple(
+        tuple(
+            re.compile(
+                "".join(r"\s*" if w.isspace() else re.escape(w) for w in re.split(r"(\s+)", c))
+            )
+            for c in chunks
         )
-        out.append(re.compile(regex, re.DOTALL))
-    return tuple(out)
+        for chunks in stretches
+        if chunks
+    )
 
 
 def align(text: str, source: str) -> Source:
-    """Which characters of `text` (rendered from the template `source`) are literal."""
+    """Which characters of `text` (rendered from the template `source`) are literal.
+
+    Each literal chunk is matched at its first occurrence after the previous one: never
+    backtracking, so a value crafted to repeat the template's words costs linear time (and
+    can at most make a value look like the template's own text)."""
     literal = bytearray(len(text))
     if len(text) <= MAX_TEXT:
-        for pattern in _stretches(source):
-            for m in pattern.finditer(text):
-                literal[m.start() : m.end()] = b"\x01" * (m.end() - m.start())
-                for g in range(1, (m.lastindex or 0) + 1):
-                    start, end = m.span(g)
-                    if start >= 0:
-                        literal[start:end] = bytes(end - start)
+        for chunks in _stretches(source):
+            start = 0
+            while start <= len(text):
+                spans, pos = [], start
+                for chunk in chunks:
+                    m = chunk.search(text, pos)
+                    if m is None:
+                        break
+                    spans.append(m.span())
+                    pos = m.end()  # a chunk has a non-space character: pos moves on
+                if len(spans) < len(chunks):
+                    break  # a later start finds each chunk no earlier: none would match
+                for a, b in spans:
+                    literal[a:b] = b"\x01" * (b - a)
+                start = pos
     return Source(text, bytes(literal))
 
 
