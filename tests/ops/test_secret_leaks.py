@@ -152,8 +152,61 @@ def leaks(text: str, slack_url: str) -> list[str]:
     return [name for name, value in needles(slack_url).items() if value.lower() in low]
 
 
-def test_no_secret_reaches_logs_api_or_database(tmp_path: Path, echo: EchoReceiver) -> None:
+PG_DSN = os.environ.get("INCIDENT_PILOT_TEST_POSTGRES_DSN", "")
+STORES = [
+    "sqlite",
+    pytest.param(
+        "postgres",
+        marks=pytest.mark.skipif(
+            not PG_DSN, reason="INCIDENT_PILOT_TEST_POSTGRES_DSN is not set (no PostgreSQL)"
+        ),
+    ),
+]
+
+
+def stored_text(store: str, db: str, schema: str) -> list[tuple[str, str]]:
+    """(where, text) of everything the store holds: the SQLite files (WAL included), or
+    every row of every table of the PostgreSQL schema."""
+    if store == "sqlite":
+        path = Path(db)
+        files = [p for p in path.parent.iterdir() if p.name.startswith(path.name)]
+        assert files
+        return [(p.name, p.read_bytes().decode("latin-1")) for p in files]
+    import psycopg
+
+    out = []
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+            (schema,),
+        ).fetchall()
+        assert tables
+        for (table,) in tables:
+            rows = conn.execute(f'SELECT t::text FROM "{schema}"."{table}" t').fetchall()
+            out.append((table, "\n".join(r[0] for r in rows)))
+    return out
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    """A PostgreSQL schema of the test's own, dropped after it (when PostgreSQL is used)."""
+    name = f"leaks_{os.getpid()}_{time.monotonic_ns() % 10**9}"
+    yield name
+    if PG_DSN:
+        import psycopg
+
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_no_secret_reaches_logs_api_or_database(
+    tmp_path: Path, echo: EchoReceiver, store: str, schema: str
+) -> None:
     slack_url = f"{echo.url}{SLACK_PATH}?{SLACK_QUERY}"
+    db = None
+    if store == "postgres":
+        db = f"{PG_DSN}{'&' if '?' in PG_DSN else '?'}schema={schema}"
     config = tmp_path / "delivery.yaml"
     config.write_text(SINKS.format(url=echo.url))
     env = {
@@ -166,7 +219,7 @@ def test_no_secret_reaches_logs_api_or_database(tmp_path: Path, echo: EchoReceiv
         "INCIDENT_PILOT_LLM_MODEL": "stand-in",
         "INCIDENT_PILOT_LOG_LEVEL": "debug",
     }
-    server = ServerProcess(tmp_path / "srv", "--config", str(config), env=env)
+    server = ServerProcess(tmp_path / "srv", "--config", str(config), db=db, env=env)
     answers: list[str] = []
     with server, server.client() as client:
         admin = {"Authorization": f"Bearer {TOKENS['admin']}"}
@@ -227,12 +280,10 @@ def test_no_secret_reaches_logs_api_or_database(tmp_path: Path, echo: EchoReceiv
     assert not leaks(log, slack_url), leaks(log, slack_url)
     for answer in answers:
         assert not leaks(answer, slack_url), (leaks(answer, slack_url), answer[:300])
-    db = Path(server.db)
-    files = [p for p in db.parent.iterdir() if p.name.startswith(db.name)]
-    assert files
-    for path in files:
-        text = path.read_bytes().decode("latin-1")
-        assert not leaks(text, slack_url), (path.name, leaks(text, slack_url))
+    held = stored_text(store, server.db, schema)
+    assert any("***" in text for _, text in held)  # the masked errors are stored
+    for where, text in held:
+        assert not leaks(text, slack_url), (where, leaks(text, slack_url))
 
 
 def test_a_store_url_password_is_never_printed(tmp_path: Path) -> None:
