@@ -135,7 +135,6 @@ def forms(value: str) -> set[str]:
             {
                 base,
                 encoded,
-                encoded.lower(),
                 quote(base, safe="/"),
                 quote(base, safe="/:?=&"),
                 quote_plus(base),
@@ -166,7 +165,8 @@ class Redactor:
             self._values |= new
             # Longest first: a form that contains another is replaced whole.
             ordered = sorted(self._values, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+            # Case-insensitive: a proxy may lower-case a path, or upper-case its escapes.
+            self._pattern = re.compile("|".join(re.escape(v) for v in ordered), re.IGNORECASE)
 
     def __bool__(self) -> bool:
         return self._pattern is not None

@@ -32,6 +32,7 @@ def redactor(*values: str) -> Redactor:
         f"path={quote(PATH, safe='').lower()}",
         f"next={quote_plus(SLACK)}",
         f'{{"url": "{SLACK.replace("/", chr(92) + "/")}"}}',  # JSON with escaped slashes
+        f"not found: {PATH.lower()}",  # a proxy that lower-cases paths
     ],
 )
 def test_a_secret_url_is_scrubbed_in_every_echoed_form(echo: str) -> None:
