@@ -28,7 +28,6 @@ PENDING: dict[str, str] = {
     "incident_pilot_store_write_failures_total": "failed store writes answer 503 (issue 13, item 2)",
     "incident_pilot_store_ready": "the store readiness gauge behind /readyz (issue 13, item 2)",
     "incident_pilot_alert_fields_truncated_total": "oversized labels/annotations are truncated (issue 13, item 1)",
-    "incident_pilot_outbox_oldest_pending_age_seconds": "retry by age and delivery metrics (issue 13, item 5)",
 }
 
 
