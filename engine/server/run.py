@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from engine.rulefiles import rule_dirs
 from engine.server.app import create_app
 from engine.server.auth import startup_check
+from engine.server.connections import raise_fd_limit
 from engine.server.logs import configure as configure_logs
 from engine.server.logs import scrub_secrets
 from engine.server.reload import install_sighup
@@ -97,6 +98,7 @@ def serve(args: argparse.Namespace) -> int:
         print_startup_error(exc)
         return 1
     scrub_secrets(state.delivery.redactor.scrub)
+    fd_limit = raise_fd_limit()  # thousands of connections need as many descriptors
     log.info(
         "incident-pilot listening on http://%s:%d (store %s, %d rules from %s)",
         settings.host,
@@ -113,6 +115,6 @@ def serve(args: argparse.Namespace) -> int:
         access_log=False,  # engine.server.logs writes one access line per request
         log_config=None,  # keep the handlers configure_logs installed
         timeout_graceful_shutdown=30,
-        **settings.limits.uvicorn_options(),
+        **settings.limits.uvicorn_options(fd_limit),
     )
     return 0
