@@ -31,6 +31,7 @@ from engine.server.ops import install_ops
 from engine.server.otlp import otlp_routes
 from engine.server.pulls import pull_routes
 from engine.server.state import AppState
+from engine.server.tables import table_routes
 from engine.store.errors import StoreUnavailable
 from engine.timeutil import TimeFormatError, parse_ts, utcnow
 
@@ -283,6 +284,7 @@ def routes() -> list[Route]:
         *hook_routes(),  # /hooks/github, /hooks/gitlab, /hooks/argocd (engine.server.hooks)
         *loki_routes(),  # POST /loki/api/v1/push (engine.server.loki)
         *pull_routes(),  # /api/pulls/{id}, /api/pulls/{id}/{n} (engine.server.pulls)
+        *table_routes(),  # /api/tables[/{table}[/{key}]] (engine.server.tables)
     ]
 
 

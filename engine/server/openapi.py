@@ -19,6 +19,7 @@ from engine import __version__
 from engine.paths import schemas_dir
 from engine.server.otlp import otlp_operations
 from engine.server.pulls import pull_operations
+from engine.server.tables import table_operations
 
 FILES = (
     "alert", "alertmanager-webhook", "context-deploy", "context-log", "context-trace",
@@ -365,7 +366,7 @@ def load_components(directory: Path | None = None) -> dict[str, Any]:
 
 
 def build_spec(routes: list[Any]) -> dict[str, Any]:
-    ops = {**_operations(), **otlp_operations(), **pull_operations()}
+    ops = {**_operations(), **otlp_operations(), **pull_operations(), **table_operations()}
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         if not isinstance(route, Route):

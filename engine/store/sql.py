@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.model import CONTEXT_KINDS, Alert, ContextRecord, Finding, Incident
-from engine.store import codec, incidents, outbox, pulls, retention, tallies
+from engine.store import codec, firing, incidents, outbox, pulls, retention, tallies
 from engine.store.base import (
     AlertOutcome,
     Delivery,
@@ -218,8 +218,12 @@ class SQLStore:
         safe across processes (engine.store.incidents)."""
 
         def work(conn: Conn) -> AlertOutcome:
-            outcome = incidents.record_firing(self.dialect, conn, draft, now, renotify_after)
+            outcome = firing.record_firing(self.dialect, conn, draft, now, renotify_after)
             self._plan(conn, plan, outcome, now)
+            for merged, sinks in outcome.merged:  # resolve the pages a merged incident sent
+                resolves = [d for d in planned(plan, merged) if d.sink in sinks]
+                if resolves and merged.incident is not None:
+                    outbox.insert(self.dialect, conn, merged.incident.id, resolves, epoch(now))
             return outcome
 
         return self.dialect.write(work)
@@ -276,7 +280,10 @@ class SQLStore:
         def work(conn: Conn) -> Incident | None:
             incident = incidents.add_findings(self.dialect, conn, incident_id, findings)
             if incident is not None:
-                outbox.release_held(conn, incident_id, epoch(now))
+                # Not before a cascade's hold-down (engine.store.cascade) is over.
+                row = conn.execute("SELECT held_until FROM incidents WHERE id = ?", (incident_id,))
+                held_until = row.fetchone()[0]
+                outbox.release_held(conn, incident_id, max(epoch(now), held_until or 0.0))
             return incident
 
         return self.dialect.write(work)
