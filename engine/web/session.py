@@ -61,14 +61,7 @@ def load_session_key(
 ) -> bytes:
     """The configured key (env first, then the file), or a random one, with a warning when
     `warn` (tokens are configured, so people sign in)."""
-    env = os.environ if environ is None else environ
-    text, where = env.get(ENV_PREFIX + "SESSION_KEY", ""), f"{ENV_PREFIX}SESSION_KEY"
-    if not text and settings.session_key_file:
-        where = settings.session_key_file
-        try:
-            text = Path(where).expanduser().read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SessionKeyError(f"cannot read the session key file {where}: {exc}") from None
+    text, where = _key_text(settings, environ)
     if text:
         if len(text) < MIN_KEY_LENGTH:
             raise SessionKeyError(
@@ -83,6 +76,27 @@ def load_session_key(
         ENV_PREFIX,
     )
     return secrets.token_bytes(32)
+
+
+def _key_text(settings: WebSettings, environ: Mapping[str, str] | None) -> tuple[str, str]:
+    """The configured key as text (env first, then the file) and where it came from."""
+    env = os.environ if environ is None else environ
+    text, where = env.get(ENV_PREFIX + "SESSION_KEY", ""), f"{ENV_PREFIX}SESSION_KEY"
+    if not text and settings.session_key_file:
+        where = settings.session_key_file
+        try:
+            text = Path(where).expanduser().read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SessionKeyError(f"cannot read the session key file {where}: {exc}") from None
+    return text, where
+
+
+def session_key_text(settings: WebSettings, environ: Mapping[str, str] | None = None) -> str:
+    """The configured key's text ("" when none), for the log scrubber."""
+    try:
+        return _key_text(settings, environ)[0]
+    except SessionKeyError:
+        return ""
 
 
 def _b64(data: bytes) -> str:

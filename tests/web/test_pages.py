@@ -475,3 +475,9 @@ def test_resolving_while_the_store_cannot_commit_is_a_503_page(make_app, tmp_pat
     assert r.headers["content-type"].startswith("text/html") and "try again" in r.text
     assert api.get(f"/api/incidents/{incident_id}").json()["status"] == "open"
     assert state.faults.reason.startswith("locked")  # recorded for /readyz, as the API does
+
+
+def test_the_session_key_is_scrubbed_like_every_secret(tokens_env, make_app):
+    state, _ = make_app()
+    scrubbed = state.delivery.redactor.scrub(f"oops: key={SESSION_KEY}!")
+    assert SESSION_KEY not in scrubbed and "***" in scrubbed
