@@ -5,8 +5,9 @@ against the scenario's ground truth.
   confidence blames the deploys its summary names (the commits of its evidence that the
   summary mentions). It is right when the commit is the culprit of a fault whose alerts
   the incident holds; anything else (a distractor, a routine deploy) is a false positive.
-  Counted over the incidents that paged (not those merged into another). Recall: faults
-  with a culprit whose incidents blame it.
+  Counted over every incident opened, merged ones included (a dependent's incident merged
+  into its root keeps its findings). Recall: faults with a culprit blamed on an incident
+  that held one of their alerts.
 - grouping: pages per root cause = incidents a fault's alerts opened that were not merged
   away; membership precision/recall by pair counting over firing alerts (two alerts in one
   incident are a correct pair when they belong to the same fault or the same flapping
@@ -114,9 +115,13 @@ def score(scenario: Scenario, played: dict[str, Any], client: httpx.Client) -> d
     # deploy attribution
     per_kind: dict[str, Counter[str]] = defaultdict(Counter)
     fp_roles: Counter[str] = Counter()
-    for inc_id in paged:
+    held: dict[str, set[str]] = defaultdict(set)  # incident -> groups it held, ever
+    for s in sent:
+        held[s["incident"]].add(s["group"])
+        held[s["final"]].add(s["group"])
+    for inc_id in incidents:
         k = kind_of_incident(inc_id)
-        good = {culprit[g] for g in members[inc_id] if g in culprit}
+        good = {culprit[g] for g in held[inc_id] if g in culprit}
         for commit in blamed_commits(incidents[inc_id]):
             if commit in good:
                 per_kind[k]["tp"] += 1
