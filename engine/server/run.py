@@ -32,14 +32,19 @@ def prune_interval(retention: timedelta) -> float:
 
 
 async def prune_forever(state: AppState) -> None:
-    """Drop context older than the retention period, every few minutes."""
+    """Drop context records and pull answers older than the retention period, every few
+    minutes."""
     interval = prune_interval(state.settings.retention)
     while True:
         try:
             cutoff = utcnow() - state.settings.retention
             removed = await run_in_threadpool(state.store.prune_context, cutoff)
             if removed:
-                log.info("pruned %d context records older than %s", removed, cutoff.isoformat())
+                log.info(
+                    "pruned %d context records and pull answers older than %s",
+                    removed,
+                    cutoff.isoformat(),
+                )
         except Exception:
             log.exception("pruning context failed; will retry")
         await asyncio.sleep(interval)

@@ -233,7 +233,7 @@ def _assemble(
         pull_config = load_pull_config(settings.pull, environ)
     except PullConfigError as exc:
         raise StartupError(f"refusing to start: {exc}") from None
-    pulls = PullRunner(store, pull_config, on_done=delivery.wake)
+    pulls = PullRunner(store, pull_config, on_done=delivery.wake, count=metrics.pull_query)
     return AppState(
         settings=settings,
         store=store,

@@ -163,7 +163,8 @@ class Store(Protocol):
     def get_context(self, kind: str, record_id: str) -> ContextRecord | None: ...
 
     def prune_context(self, before: datetime) -> int:
-        """Delete context records older than `before`; return how many."""
+        """Delete context records and pull answers older than `before` (a pull answer by
+        when it was stored); return how many, both together."""
         ...
 
     def context_counts(self) -> dict[str, int]: ...

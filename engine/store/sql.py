@@ -135,14 +135,17 @@ class SQLStore:
         return None if row is None else _record(kind, row)
 
     def prune_context(self, before: datetime) -> int:
-        """Delete in chunks, each its own short transaction, so alerts are not held up.
-        Rows another replica's pruner is deleting right now are skipped (where the engine
-        has row locks), so two pruners share the work; the count is this call's."""
+        """Delete context records and pull answers (`pulls`, by when they were stored)
+        older than `before`, in chunks, each its own short transaction, so alerts are not
+        held up. Rows another replica's pruner is deleting right now are skipped (where
+        the engine has row locks), so two pruners share the work; the count is this
+        call's, records and pull answers together."""
         cutoff, total = epoch(before), 0
-        for kind in CONTEXT_KINDS:
+        tables = [(kind, "ts") for kind in CONTEXT_KINDS] + [("pulls", "created_at")]
+        for table, column in tables:
             sql = (
-                f"DELETE FROM {kind} WHERE id IN (SELECT id FROM {kind} WHERE ts < ?"
-                f" ORDER BY ts LIMIT ?{self.dialect.skip_locked})"
+                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {column} < ?"
+                f" ORDER BY {column} LIMIT ?{self.dialect.skip_locked})"
             )
 
             def delete_chunk(conn: Conn, sql: str = sql) -> int:
