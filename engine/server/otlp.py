@@ -64,7 +64,7 @@ async def _export(request: Request, signal: str) -> Response:
         return _refuse(exc.status, exc.message, encoding, exc.field)
     if batch.records:
         try:
-            await state.run_context_write(state.store.add_context, batch.records)
+            await state.run_context_write(state.store.append_context, batch.records)
         except Exception:  # the store could not write: nothing was stored, the exporter retries
             log.exception(
                 "OTLP %s: the store could not write %d records", signal, len(batch.records)
