@@ -66,8 +66,29 @@ def real_end(ts: datetime | None) -> datetime | None:
     return None if ts is None or is_go_zero(ts) else ts
 
 
-# Built once: json.dumps with non-default options builds a new encoder on every call.
-_encode = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+# Compact, sorted keys, ASCII: the text every document is stored as.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+_make_c_encoder = getattr(json.encoder, "c_make_encoder", None)
+
+
+def _encode(value: Any) -> str:
+    """_ENCODER.encode(value), the same text and errors, without the Python layers
+    JSONEncoder puts around its C encoder on every call (a quarter of the cost of
+    encoding a span's fields; measured by `python -m bench`, docs/PERFORMANCE.md)."""
+    if _make_c_encoder is None:
+        return _ENCODER.encode(value)
+    encoder = _make_c_encoder(
+        {},
+        _ENCODER.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        True,
+        False,
+        True,
+    )
+    return "".join(encoder(value, 0))
 
 
 def dumps(value: Any) -> str | None:
