@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from engine.rulefiles import rule_dirs
 from engine.server.app import create_app
 from engine.server.auth import startup_check
+from engine.server.connections import raise_fd_limit
 from engine.server.logs import configure as configure_logs
 from engine.server.reload import install_sighup
 from engine.server.settings import settings_from_args
@@ -31,22 +32,34 @@ def prune_interval(retention: timedelta) -> float:
     return max(10.0, min(retention.total_seconds() / 20, 300.0))
 
 
+def prune_once(state: AppState) -> None:
+    """One pass of retention (engine.store.retention): context older than --retention,
+    then resolved incidents and delivered outbox rows older than --incident-retention.
+    Runs in a worker thread; each chunk is its own short transaction."""
+    now = utcnow()
+    cutoff = now - state.settings.retention
+    removed = state.store.prune_context(cutoff)
+    if removed:
+        log.info("pruned %d context records older than %s", removed, cutoff.isoformat())
+    cutoff = now - state.settings.incident_retention
+    gone = state.store.prune_incidents(cutoff)
+    if any(gone.values()):
+        log.info(
+            "pruned %d resolved incidents and %d delivered outbox rows older than %s",
+            gone["incidents"],
+            gone["deliveries"],
+            cutoff.isoformat(),
+        )
+
+
 async def prune_forever(state: AppState) -> None:
-    """Drop context records and pull answers older than the retention period, every few
-    minutes."""
+    """Apply retention every few minutes."""
     interval = prune_interval(state.settings.retention)
     while True:
         try:
-            cutoff = utcnow() - state.settings.retention
-            removed = await run_in_threadpool(state.store.prune_context, cutoff)
-            if removed:
-                log.info(
-                    "pruned %d context records and pull answers older than %s",
-                    removed,
-                    cutoff.isoformat(),
-                )
+            await run_in_threadpool(prune_once, state)
         except Exception:
-            log.exception("pruning context failed; will retry")
+            log.exception("pruning failed; will retry")
         await asyncio.sleep(interval)
 
 
@@ -83,6 +96,7 @@ def serve(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print_startup_error(exc)
         return 1
+    fd_limit = raise_fd_limit()  # thousands of connections need as many descriptors
     log.info(
         "incident-pilot listening on http://%s:%d (store %s, %d rules from %s)",
         settings.host,
@@ -99,6 +113,6 @@ def serve(args: argparse.Namespace) -> int:
         access_log=False,  # engine.server.logs writes one access line per request
         log_config=None,  # keep the handlers configure_logs installed
         timeout_graceful_shutdown=30,
-        **settings.limits.uvicorn_options(),
+        **settings.limits.uvicorn_options(fd_limit),
     )
     return 0

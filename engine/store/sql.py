@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.model import CONTEXT_KINDS, Alert, ContextRecord, Finding, Incident
-from engine.store import codec, incidents, outbox, pulls
+from engine.store import codec, incidents, outbox, pulls, retention, tallies
 from engine.store.base import (
     AlertOutcome,
     Delivery,
@@ -28,7 +28,6 @@ from engine.store.codec import epoch, from_epoch
 from engine.store.dialect import Conn, Dialect
 from engine.store.migrations import apply_migrations
 
-PRUNE_CHUNK = 5_000  # rows per delete transaction: keeps the write lock short
 ID_RANGE = range(-(2**63), 2**63)  # SQL's 64-bit integer ids
 
 _CTX_SELECT = {
@@ -73,6 +72,7 @@ class SQLStore:
     def reset_for_tests(self) -> None:
         """Empty every table and restart the ids (tests only)."""
         self.dialect.reset([*CONTEXT_KINDS, "pulls", "deliveries", "alerts", "incidents"])
+        self.dialect.write(lambda conn: conn.execute("UPDATE tallies SET n = 0"))
 
     # --- context -------------------------------------------------------------------
     def add_context(self, records: Sequence[NewContext]) -> list[ContextRecord]:
@@ -107,6 +107,7 @@ class SQLStore:
         def work(conn: Conn) -> None:
             for kind, kind_rows in rows.items():
                 if kind_rows:
+                    tallies.add(conn, self.dialect.name, f"context.{kind}", len(kind_rows))
                     new_ids = self.dialect.insert_context(conn, kind, kind_rows)
                     for rid, i in zip(new_ids, order[kind], strict=True):
                         ids[i] = rid
@@ -145,32 +146,26 @@ class SQLStore:
         return None if row is None else _record(kind, row)
 
     def prune_context(self, before: datetime) -> int:
-        """Delete context records and pull answers (`pulls`, by when they were stored)
-        older than `before`, in chunks, each its own short transaction, so alerts are not
-        held up. Rows another replica's pruner is deleting right now are skipped (where
-        the engine has row locks), so two pruners share the work; the count is this
-        call's, records and pull answers together."""
-        cutoff, total = epoch(before), 0
-        tables = [(kind, "ts") for kind in CONTEXT_KINDS] + [("pulls", "created_at")]
-        for table, column in tables:
-            sql = (
-                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {column} < ?"
-                f" ORDER BY {column} LIMIT ?{self.dialect.skip_locked})"
-            )
+        """Delete context records older than `before`, and stored pull answers, in small
+        paced chunks (engine.store.retention). Rows another replica's pruner is deleting
+        right now are skipped (where the engine has row locks), so two pruners share the
+        work; the count is this call's context records."""
+        removed = retention.prune_context(self.dialect, epoch(before))
+        retention.prune_pulls(self.dialect, epoch(before))
+        return removed
 
-            def delete_chunk(conn: Conn, sql: str = sql) -> int:
-                return conn.execute(sql, (cutoff, PRUNE_CHUNK)).rowcount
-
-            while True:
-                n = self.dialect.write(delete_chunk)
-                total += n
-                if n < PRUNE_CHUNK:
-                    break
-        return total
+    def prune_incidents(self, before: datetime) -> dict[str, int]:
+        """Delete resolved incidents resolved before `before` (with their alerts and
+        outbox rows; never one with a delivery still pending), and delivered outbox rows
+        delivered before it. The counts deleted, by what."""
+        cutoff = epoch(before)
+        return {
+            "incidents": retention.prune_resolved(self.dialect, cutoff),
+            "deliveries": retention.prune_delivered(self.dialect, cutoff),
+        }
 
     def context_counts(self) -> dict[str, int]:
-        with self.dialect.read(snapshot=True) as conn:
-            return _context_counts(conn)
+        return self.stats()["context"]
 
     def oldest_context_ts(self) -> datetime | None:
         sql = " UNION ALL ".join(f"SELECT MIN(ts) FROM {k}" for k in CONTEXT_KINDS)
@@ -301,12 +296,9 @@ class SQLStore:
             return pulls.get(conn, pull_id)
 
     def stats(self) -> dict[str, Any]:
-        with self.dialect.read(snapshot=True) as conn:
-            return {
-                **incidents.counts(conn),
-                "context": _context_counts(conn),
-                "outbox": outbox.counts(conn),
-            }
+        """From the kept counts (engine.store.tallies): one small query at any size."""
+        with self.dialect.read() as conn:
+            return tallies.as_stats(tallies.read(conn))
 
     # --- delivery outbox ---------------------------------------------------------
     def claim_deliveries(
@@ -341,6 +333,28 @@ class SQLStore:
         with self.dialect.read() as conn:
             return outbox.dead(conn, limit)
 
+    def list_deliveries(
+        self,
+        *,
+        statuses: Sequence[str],
+        incident: str | None = None,
+        sink: str | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> list[Delivery]:
+        with self.dialect.read() as conn:
+            return outbox.select(conn, statuses, incident, sink, before, limit)
 
-def _context_counts(conn: Conn) -> dict[str, int]:
-    return {k: conn.execute(f"SELECT COUNT(*) FROM {k}").fetchone()[0] for k in CONTEXT_KINDS}
+    def get_delivery(self, delivery_id: int) -> Delivery | None:
+        with self.dialect.read() as conn:
+            return outbox.get(conn, delivery_id)
+
+    def retry_delivery(self, delivery_id: int, *, now: datetime) -> Delivery | None:
+        return self.dialect.write(
+            lambda conn: outbox.resend(self.dialect, conn, delivery_id, epoch(now))
+        )
+
+    def oldest_pending_delivery(self) -> datetime | None:
+        with self.dialect.read() as conn:
+            oldest = outbox.oldest_pending(conn)
+        return None if oldest is None else from_epoch(oldest)

@@ -74,7 +74,7 @@ def test_pulls_round_trip(store: Store) -> None:
 def test_retention_prunes_pull_answers_by_when_they_were_stored(store: Store) -> None:
     """`pulls` grows with every pull rule's answer: the retention pruner removes the ones
     stored before the cutoff (their evidence paths then answer 404, like pruned context),
-    and keeps the rest, in chunks like context records."""
+    and keeps the rest. prune_context counts only context records."""
 
     def pull(query: str) -> NewPull:
         return NewPull(
@@ -93,10 +93,9 @@ def test_retention_prunes_pull_answers_by_when_they_were_stored(store: Store) ->
     ]
     recent = store.add_pull(pull("recent"), now=T0 - timedelta(hours=1))
     cutoff = T0 - timedelta(hours=24)
-    assert store.prune_context(cutoff) == 3
+    assert store.prune_context(cutoff) == 0  # no context records
     assert [store.get_pull(p.id) for p in old] == [None, None, None]
     kept = store.get_pull(recent.id)
     assert kept is not None and kept.query == "recent"
-    assert store.prune_context(cutoff) == 0
-    assert store.prune_context(T0) == 1
+    store.prune_context(T0)
     assert store.get_pull(recent.id) is None
