@@ -24,7 +24,9 @@ from engine.rules.compiler import (
 )
 from engine.rules.conditions import MISSING, lookup
 from engine.rules.fetch import ContextReader, Record, fetch
+from engine.rules.lookups import TABLES
 from engine.rules.ruleset import OwnershipEntry, RuleSet
+from engine.rules.tables import Table
 
 RULE_ERROR_ID = "rule.error"
 
@@ -55,12 +57,15 @@ class Evaluation:
 # --- evaluation ----------------------------------------------------------------------
 
 
-def base_scope(rule: CompiledRule, alert_scope: Mapping[str, Any]) -> dict[str, Any]:
+def base_scope(
+    rule: CompiledRule, alert_scope: Mapping[str, Any], tables: Mapping[str, Table] | None = None
+) -> dict[str, Any]:
     return {
         "alert": alert_scope,
         "params": dict(rule.params),
         "window": dict(rule.window.text) if rule.window else {},
         "rule": {"id": rule.id, "file": rule.file},
+        TABLES: tables if tables is not None else {},
     }
 
 
@@ -94,9 +99,20 @@ def collect_evidence(
         if spec.kind == "records":
             value = lookup(scope, spec.target)
             records = value if isinstance(value, list) else [value]
+            chains = [(f, join.chains(scope)) for f, join in rule.joins]
             for rec in records[: spec.limit]:
                 if isinstance(rec, Mapping) and "path" in rec:
                     out.append(Evidence(rec["path"], _snapshot(rec, spec.fields)))
+                    for path, chain in chains:  # the table entries that linked the record
+                        linked = lookup(rec, path)
+                        for entry in chain.get(linked, ()) if isinstance(linked, str) else ():
+                            out.append(Evidence(entry.path, entry.snapshot()))
+        elif spec.kind == "table":
+            assert spec.entry is not None
+            table = scope[TABLES].get(spec.entry.table)
+            cited = table.get(spec.entry.key.get(scope)) if table is not None else None
+            if cited is not None:
+                out.append(Evidence(cited.path, cited.snapshot()))
         elif spec.kind == "alert":
             value = lookup(scope["alert"], spec.target)
             if value is not MISSING and value is not None:
@@ -210,11 +226,13 @@ def evaluate_rule(
     store: ContextReader,
     ownership: Sequence[OwnershipEntry] = (),
     alert_scope: Mapping[str, Any] | None = None,
+    tables: Mapping[str, Table] | None = None,
 ) -> tuple[Finding | None, RuleTrace]:
     trace = RuleTrace(rule.id)
     started = time.perf_counter()
     try:
-        scope = base_scope(rule, alert_scope if alert_scope is not None else alert.as_scope())
+        alert_scope = alert_scope if alert_scope is not None else alert.as_scope()
+        scope = base_scope(rule, alert_scope, tables)
         fetched = fetch(rule, alert, scope, store, ownership)
         trace.fetched = fetched.fetched
         finding = evaluate_records(
@@ -236,7 +254,9 @@ def evaluate_rules(ruleset: RuleSet, alert: Alert, store: ContextReader) -> Eval
         if rule.pull is not None:  # PULL HOOK: prometheus / loki rules run after the commit
             result.traces.append(RuleTrace(rule.id, reason="pull rule: runs after the commit"))
             continue
-        finding, trace = evaluate_rule(rule, alert, store, ruleset.ownership, alert_scope)
+        finding, trace = evaluate_rule(
+            rule, alert, store, ruleset.ownership, alert_scope, ruleset.tables
+        )
         result.traces.append(trace)
         if finding is not None:
             result.findings.append(finding)
