@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from engine.adapters.deploy_services import load_service_table
 from engine.store.sqlite import SQLiteStore
 from engine.testing import ServerProcess
 from tests.ops.helpers import TOKENS, ops_server
@@ -204,3 +205,29 @@ def test_the_argocd_template_renders_the_fixture_the_receiver_is_tested_with() -
     assert rendered == json.loads((FIXTURES / "argocd-app-deployed.json").read_text())
     trigger = yaml.safe_load(config["data"]["trigger.on-deployed"])
     assert trigger[0]["send"] == ["app-deployed"]
+
+
+def test_the_documented_service_table_loads_and_maps_as_the_page_says(tmp_path: Path) -> None:
+    (lang, table), (_, error) = blocks("The service table")
+    assert lang == "yaml"
+    path = tmp_path / "deploy-services.yaml"
+    path.write_text(table)
+    services, problems = load_service_table(path)
+    assert problems == [] and services is not None
+    assert services.lookup("repository", "acme/checkout", None, "checkout") == "checkout-api"
+    assert services.lookup("repository", "acme/monorepo", "staging", "m") == "gateway-staging"
+    assert services.lookup("repository", "acme/monorepo", "production", "m") == "gateway"
+    assert services.lookup("application", "checkout-prod", None, "x") == "checkout-api"
+    # The page's example of a mistake (the same repository twice) is what serve prints.
+    entry = next(line for line in table.splitlines() if "acme/checkout" in line)
+    path.write_text(f"services:\n{entry}\n{entry}\n")
+    serve = [sys.executable, "-m", "engine", "serve", "--db", ":memory:", "--port", "0"]
+    done = subprocess.run(
+        [*serve, "--deploy-services", path.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == error.strip()
