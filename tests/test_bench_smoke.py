@@ -24,6 +24,7 @@ SECTIONS = (
     "prune",
     "open_incidents",
     "stats_scale",
+    "pages",
     "targets",
 )
 
@@ -85,7 +86,7 @@ def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
     assert result["open_incidents"]["many_open"]["open_incidents_before"] >= 200
     assert result["stats_scale"]["incidents"] == 2_000
     assert {"p50_ms", "p99_ms"} <= result["stats_scale"]["/metrics"].keys()
-    assert len(result["targets"]) == 12  # with the snappy Loki path
+    assert len(result["targets"]) == 14  # with the snappy Loki path and the two page targets
     for target in result["targets"]:
         assert {"name", "target", "measured", "pass"} <= target.keys()
 
