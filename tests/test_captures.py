@@ -209,3 +209,39 @@ def test_a_template_reading_a_missing_capture_is_a_rule_error_not_a_crash(store)
     doc = rule_doc(summary="{{ matched[0].captured.process }}", evidence={"from": "matched"})
     finding, _ = evaluate_rule(compiled(doc), alert(), store)
     assert finding is not None and finding.rule_id == RULE_ERROR_ID
+
+
+# --- through the service ----------------------------------------------------------------
+
+
+def test_the_service_names_the_killed_process_and_its_evidence_resolves(api) -> None:
+    from engine.testing import make_alert, ts
+
+    kills = [
+        {"service": "checkout-api", "level": "WARN", "when": ts(minutes=m), "message": text}
+        for m, text in (
+            (9, "Out of memory: Killed process 4242 (java)"),
+            (6, "Out of memory: Killed process 4311 (java)"),
+            (2, "container checkout OOMKilled (exit code 137)"),
+        )
+    ]
+    assert api.post("/context/logs", json=kills).status_code < 300
+    r = api.post("/alerts", json=make_alert(service="checkout-api"))
+    incident_id = r.json()["results"][0]["incident"]
+    incident = api.get(f"/api/incidents/{incident_id}").json()
+    [finding] = [f for f in incident["findings"] if f["rule"] == "container.oom_killed"]
+    assert finding["severity"] == "high"  # 3 kills in 15 minutes
+    assert "the kernel killed java 2 times" in finding["summary"]
+    cited = {e["path"]: e["snapshot"] for e in finding["evidence"]}
+    assert cited["context/logs/2"]["captured"] == {"pid": "4311", "process": "java"}
+    assert "captured" not in cited["context/logs/3"]  # the kubelet's line names no process
+    assert api.get("/api/context/logs/2").status_code == 200
+
+
+def test_the_readme_demo_leaves_both_new_rules_quiet(api) -> None:
+    from tests.test_api import seed_demo
+
+    incident = api.get(f"/api/incidents/{seed_demo(api)}").json()
+    rules = {f["rule"] for f in incident["findings"]}
+    assert {"deploy.recent_correlated", "logs.error_spike"} <= rules
+    assert not rules & {"container.oom_killed", "leader.election_thrash"}
