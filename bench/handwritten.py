@@ -280,7 +280,9 @@ def container_oom_killed(alert: Alert, store: ContextReader, anchor: float) -> F
         + "."
     )
     evidence = []
-    for r in kills[:5]:
+    named = [r for r in kills if killed and captured.get(r.id, {}).get("process") == killed[0]]
+    cited = kills[:5] + [r for r in named[:5] if r not in kills[:5]]
+    for r in cited:
         snapshot = _snapshot(r, LOG_FIELDS)
         if captured.get(r.id):
             snapshot["captured"] = captured[r.id]
