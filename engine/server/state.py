@@ -263,6 +263,7 @@ def _assemble(
         pull_config,
         on_done=delivery.wake,
         on_rule=metrics.pull_rule,
+        count=metrics.pull_query,
         scrub=delivery.redactor.scrub,
     )
     # The delivery redactor scrubs every secret of the process (serve scrubs logs with it).
