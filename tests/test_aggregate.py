@@ -164,6 +164,6 @@ def test_pattern_of_ties_go_to_the_pattern_seen_first() -> None:
 def test_kind_of_and_record_kinds() -> None:
     assert kind_of("latest") == "latest"
     assert kind_of({"top": {"by": "x"}}) == "top"
-    assert {"first", "latest", "earliest", "top", "pattern_of"} == RECORD_AGGREGATIONS
+    assert {"first", "latest", "earliest", "top", "pattern_of", "dominant"} == RECORD_AGGREGATIONS
     with pytest.raises(ValueError, match="unknown aggregation"):
         make_aggregator({"median": "x"})

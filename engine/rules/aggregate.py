@@ -13,7 +13,9 @@ Record = dict[str, Any]
 Aggregator = Callable[[Sequence[Record]], Any]
 
 # Aggregations whose value is a record, or records, so evidence may cite them.
-RECORD_AGGREGATIONS = {"first", "latest", "earliest", "top", "pattern_of"}
+RECORD_AGGREGATIONS = {"first", "latest", "earliest", "top", "pattern_of", "dominant"}
+# Aggregations whose value is a list (compare its size, not the list, with a number).
+LIST_AGGREGATIONS = {"distinct", "top"}
 
 
 def _values(records: Sequence[Record], path: tuple[str, ...]) -> list[Any]:
@@ -62,6 +64,11 @@ def make_aggregator(spec: Any) -> Aggregator:
     if kind == "distinct":
         path = split_path(arg)
         return lambda rs: sorted({str(v) for v in _values(rs, path)})
+    if kind == "count_distinct":
+        path = split_path(arg)
+        return lambda rs: len({str(v) for v in _values(rs, path)})
+    if kind == "dominant":
+        return _dominant(arg)
     if kind == "percentile":
         path, p = split_path(arg["field"]), float(arg["p"])
         return lambda rs: _tidy(percentile(_numbers(rs, path), p))
@@ -110,3 +117,34 @@ def make_aggregator(spec: Any) -> Aggregator:
 
         return top
     raise ValueError(f"unknown aggregation {kind!r}")
+
+
+def _dominant(arg: Any) -> Aggregator:
+    """The most frequent value of a field (ties: the value seen first), its count and share
+    of the records that have the field, sample records carrying it, and the top 10 values."""
+    field, samples = (arg, 5) if isinstance(arg, str) else (arg["field"], arg.get("samples", 5))
+    path = split_path(field)
+
+    def dominant(rs: Sequence[Record]) -> dict[str, Any]:
+        by_value: dict[str, list[Record]] = {}
+        for r in rs:
+            v = lookup(r, path)
+            if v is not MISSING and v is not None:
+                by_value.setdefault(str(v), []).append(r)
+        if not by_value:
+            return {"value": None, "count": 0, "share": 0.0, "samples": [], "values": []}
+        total = sum(len(group) for group in by_value.values())
+        ranked = sorted(by_value.items(), key=lambda kv: -len(kv[1]))  # stable: first seen
+        value, group = ranked[0]
+        return {
+            "value": value,
+            "count": len(group),
+            "share": round(len(group) / total, 3),
+            "samples": group[:samples],
+            "values": [
+                {"value": v, "count": len(g), "share": round(len(g) / total, 3)}
+                for v, g in ranked[:10]
+            ],
+        }
+
+    return dominant

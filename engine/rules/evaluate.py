@@ -15,6 +15,7 @@ from typing import Any
 from jinja2 import TemplateError
 
 from engine.model import Alert, Confidence, Evidence, Finding, Severity
+from engine.rules.captures import CAPTURED, apply_captures
 from engine.rules.compiler import (
     DEFAULT_CONFIDENCE,
     DEFAULT_SEVERITY,
@@ -102,7 +103,10 @@ def collect_evidence(
             chains = [(f, join.chains(scope)) for f, join in rule.joins]
             for rec in records[: spec.limit]:
                 if isinstance(rec, Mapping) and "path" in rec:
-                    out.append(Evidence(rec["path"], _snapshot(rec, spec.fields)))
+                    snapshot = _snapshot(rec, spec.fields)
+                    if rec.get(CAPTURED):  # what the rule read from the record, shown with it
+                        snapshot.setdefault(CAPTURED, rec[CAPTURED])
+                    out.append(Evidence(rec["path"], snapshot))
                     for path, chain in chains:  # the table entries that linked the record
                         linked = lookup(rec, path)
                         for entry in chain.get(linked, ()) if isinstance(linked, str) else ():
@@ -147,6 +151,8 @@ def evaluate_records(
         # The scope does not change while records are matched: resolve operands once.
         matches = rule.match.bind(scope)
         records = [r for r in records if matches(r)]
+    if rule.captures:  # from the matched records only, on copies of them
+        records = apply_captures(rule.captures, records)
     trace.matched = len(records)
     scope["count"] = len(records)
     scope["matched"] = records
