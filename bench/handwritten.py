@@ -8,17 +8,18 @@ lives only in bench/: the YAML files stay the single source of truth for the pro
 `bench` checks the two agree on every alert it runs.
 
 Shared helpers a hand-writer would reuse are imported, not re-implemented: the log
-message masking (`engine.rules.patterns.mask`) and the time formatting.
+message masking (`engine.rules.patterns.mask`), the exact nearest rank of a percentile
+(`engine.rules.aggregate.nearest_rank`) and the time formatting.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 from engine.model import Alert, Confidence, ContextRecord, Evidence, Finding, Incident, Severity
+from engine.rules.aggregate import nearest_rank
 from engine.rules.fetch import ContextReader
 from engine.rules.patterns import mask
 from engine.rules.ruleset import OwnershipEntry
@@ -42,7 +43,7 @@ def _percentile(values: list[float], p: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
+    return ordered[nearest_rank(p, len(ordered)) - 1]
 
 
 def _age(anchor: float, ts_epoch: float) -> float:
