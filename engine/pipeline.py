@@ -35,6 +35,7 @@ ALERT_SEVERITY = {
 @dataclass(frozen=True)
 class PipelineSettings:
     renotify_after: timedelta = timedelta(hours=4)
+    public_url: str = ""  # rule templates' `public_url` and `incident_url` (--public-url)
 
 
 @dataclass
@@ -128,7 +129,7 @@ class Pipeline:
             )
             return AlertResult(alert, outcome)
         ruleset = self.rules()  # evaluations finish on the rule set they started with
-        evaluation = evaluate_rules(ruleset, alert, self.store)
+        evaluation = evaluate_rules(ruleset, alert, self.store, public_url=self.settings.public_url)
         draft = build_draft(
             alert, evaluation.findings, groups=duplicate_groups(ruleset, alert.as_scope())
         )

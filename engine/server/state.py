@@ -90,7 +90,9 @@ class AppState:
         self.pipeline = Pipeline(
             self.store,
             lambda: self.ruleset,
-            PipelineSettings(renotify_after=self.settings.renotify_after),
+            PipelineSettings(
+                renotify_after=self.settings.renotify_after, public_url=self.settings.public_url
+            ),
             plan=self.delivery.plan,
             hold=self.pulls.hold,
         )
