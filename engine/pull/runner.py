@@ -64,8 +64,10 @@ class PullRunner:
         *,
         on_done: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = utcnow,
+        public_url: str = "",
     ) -> None:
         self.store, self.config, self.on_done, self.clock = store, config, on_done, clock
+        self.public_url = public_url  # the templates' `public_url` and `incident_url`
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._client: httpx.AsyncClient | None = None
@@ -170,7 +172,7 @@ class PullRunner:
         spec = rule.pull
         assert spec is not None
         try:
-            scope = base_scope(rule, alert_scope)
+            scope = base_scope(rule, alert_scope, self.public_url)
             query = spec.render(scope)
             if query is None:
                 return None  # a var the alert lacks: the rule does not apply

@@ -235,7 +235,7 @@ def _assemble(
         pull_config = load_pull_config(settings.pull, environ)
     except PullConfigError as exc:
         raise StartupError(f"refusing to start: {exc}") from None
-    pulls = PullRunner(store, pull_config, on_done=delivery.wake)
+    pulls = PullRunner(store, pull_config, on_done=delivery.wake, public_url=settings.public_url)
     return AppState(
         settings=settings,
         store=store,
