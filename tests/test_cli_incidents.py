@@ -287,7 +287,12 @@ def test_a_server_that_is_not_incident_pilot(capsys, monkeypatch, tmp_path: Path
             f"incident-pilot: the server at {url} has no GET /api/incidents "
             "(not incident-pilot, or an older version)\n"
         )
-        (tmp_path / "api").mkdir()
+        (tmp_path / "api" / "incidents").mkdir(parents=True)  # a directory: a redirect
+        code, out, err = cli(capsys, monkeypatch, "incidents", "list", url=url)
+        assert (code, out) == (1, "")
+        assert err.startswith("incident-pilot: the server redirected to /api/incidents/")
+        assert err.endswith(": give that address as --url\n") and err.count("\n") == 1
+        (tmp_path / "api" / "incidents").rmdir()
         (tmp_path / "api" / "incidents").write_text("<html>hello</html>")
         code, out, err = cli(capsys, monkeypatch, "incidents", "list", url=url)
         assert (code, out) == (1, "")

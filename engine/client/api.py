@@ -109,32 +109,9 @@ class ApiClient:
             raise ApiError(f"the server at {self.url} did not answer in time") from None
         except httpx.HTTPError as exc:
             raise ApiError(f"request to {self.url} failed: {_reason(exc)}") from None
-        status = resp.status_code
-        if status < 400:
-            pass
-        elif status == 401:
-            reason = _server_error(resp) or _text(resp)
-            raise ApiError(
-                f"the server refused the request ({reason}): give a token with --token or "
-                f"{TOKEN_ENV}",
-                401,
-            )
-        elif status == 403:
-            raise ApiError(f"not allowed: {_server_error(resp) or _text(resp)}", 403)
-        elif status >= 500:
-            raise ApiError(
-                f"the server answered {status}: {_server_error(resp) or _text(resp)}", status
-            )
-        elif (message := _server_error(resp)) not in (None, *_NO_ROUTE):
-            raise ApiError(str(message), status)  # "no incident inc-...", "limit must be ..."
-        elif status in (404, 405):
-            raise ApiError(
-                f"the server at {self.url} has no {method} {path.split('?')[0]} "
-                "(not incident-pilot, or an older version)",
-                status,
-            )
-        else:
-            raise ApiError(f"the server answered {status}: {_text(resp)}", status)
+        refusal = self._refusal(resp, method, path)
+        if refusal is not None:
+            raise refusal
         try:
             data = resp.json()
         except ValueError:
@@ -142,6 +119,33 @@ class ApiClient:
         if not isinstance(data, dict):
             raise ApiError(f"the server at {self.url} did not answer with incident-pilot's JSON")
         return data
+
+    def _refusal(self, resp: httpx.Response, method: str, path: str) -> ApiError | None:
+        """What a non-2xx answer means for the person at the terminal; None for a 2xx."""
+        status = resp.status_code
+        if status < 300:
+            return None
+        if status < 400:
+            where = resp.headers.get("Location", "elsewhere")
+            return ApiError(f"the server redirected to {where}: give that address as --url", status)
+        message = _server_error(resp)
+        if status == 401:
+            return ApiError(
+                f"the server refused the request ({message or _text(resp)}): give a token "
+                f"with --token or {TOKEN_ENV}",
+                status,
+            )
+        if status == 403:
+            return ApiError(f"not allowed: {message or _text(resp)}", status)
+        if status < 500 and message is not None and message not in _NO_ROUTE:
+            return ApiError(message, status)  # "no incident inc-...", "limit must be ..."
+        if status in (404, 405):
+            return ApiError(
+                f"the server at {self.url} has no {method} {path} "
+                "(not incident-pilot, or an older version)",
+                status,
+            )
+        return ApiError(f"the server answered {status}: {message or _text(resp)}", status)
 
 
 def _seg(value: str) -> str:

@@ -13,7 +13,6 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from typing import Any
 
 from engine.client.api import DEFAULT_URL, TOKEN_ENV, URL_ENV, ApiClient, ApiError
@@ -143,15 +142,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _age(opened_at: Any) -> str:
+    """How long ago, to the second (`3m12s`); `-` when the time is unreadable."""
     try:
-        age = utcnow() - parse_ts(str(opened_at))
+        seconds = (utcnow() - parse_ts(str(opened_at))).total_seconds()
     except TimeFormatError:
         return "-"
-    return (
-        format_duration(max(age, timedelta(0)).total_seconds())
-        if age.total_seconds() >= 1
-        else "0s"
-    )
+    return format_duration(seconds) if seconds >= 1 else "0s"
 
 
 def incidents_table(incidents: Sequence[dict[str, Any]]) -> str:
