@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
+from engine.links import incident_url
 from engine.model import Alert, Confidence, ContextRecord, Evidence, Finding, Incident, Severity
 from engine.rules.aggregate import nearest_rank
 from engine.rules.fetch import ContextReader
@@ -155,7 +156,7 @@ def incident_duplicate_open(alert: Alert, store: ContextReader, anchor: float) -
     )
     suggestion = (
         f"Follow incident {first.id} rather than opening a new one: "
-        f"`curl -s localhost:9099/api/incidents/{first.id}`."
+        f"`incident-pilot incidents show {first.id}`, or open {incident_url('', first.id)}."
     )
     return Finding(
         "incident.duplicate_open",
