@@ -210,6 +210,39 @@ def test_deliveries_list_shows_the_dead_letter(server, capsys, monkeypatch) -> N
     assert json.loads(out)["deliveries"] == dead
 
 
+def test_deliveries_list_filters(server, capsys, monkeypatch) -> None:
+    everything = api_get(server, "/api/deliveries?status=all&limit=500")["deliveries"]
+    assert {d["sink"] for d in everything} == {"out", "hook"}
+    code, out, _ = cli(capsys, monkeypatch, "deliveries", "list", "--status", "all", "--sink",
+                       "out", "--incident", server.demo_id, url=server.url, token=READ)  # fmt: skip
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert code == 0 and rows
+    assert all(r[1:3] == [server.demo_id, "out"] and r[4] == "delivered" for r in rows), rows
+    newest = max(d["id"] for d in everything)
+    _, out, _ = cli(capsys, monkeypatch, "deliveries", "list", "--status", "all", "--before",
+                    str(newest), "--json", url=server.url, token=READ)  # fmt: skip
+    ids = [d["id"] for d in json.loads(out)["deliveries"]]
+    assert ids and newest not in ids and all(i < newest for i in ids)
+
+
+def test_retry_queues_a_dead_letter_again(server, capsys, monkeypatch) -> None:
+    """Against POST /api/deliveries/{id}/retry (admin): a dead letter goes back to the
+    queue; one that is not dead is refused (409) with the server's reason."""
+    dead = api_get(server, "/api/deliveries?status=dead")["deliveries"][0]
+    code, out, err = cli(capsys, monkeypatch, "deliveries", "retry", str(dead["id"]),
+                         url=server.url, token=ADMIN)  # fmt: skip
+    assert (code, err) == (0, "")
+    assert out.startswith(f"delivery {dead['id']} to hook ({dead['incident']}) is ")
+    assert out.split()[-1] in ("pending", "sending", "dead")  # queued; the sink is still down
+    delivered = api_get(server, "/api/deliveries?status=delivered")["deliveries"][0]
+    code, out, err = cli(capsys, monkeypatch, "deliveries", "retry", str(delivered["id"]),
+                         url=server.url, token=ADMIN)  # fmt: skip
+    assert (code, out) == (1, "")
+    assert err == (
+        "incident-pilot: the delivery is delivered, not dead: only a dead letter is re-sent\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("argv", "token", "message"),
     [
@@ -221,7 +254,10 @@ def test_deliveries_list_shows_the_dead_letter(server, capsys, monkeypatch) -> N
         (["incidents", "resolve", "inc-000000000000"], ADMIN, "no incident inc-000000000000"),
         (["incidents", "show", "inc x"], READ, "invalid incident id: letters, digits, '.', '_' "
          "and '-' only, 1-64 long"),
-        (["deliveries", "list", "--status", "lost"], READ, 'status must be "dead" (the dead-letter list)'),
+        (["deliveries", "list", "--status", "lost"], READ, "status must be one of pending, "
+         "sending, delivered, dead, a comma-separated list, or all"),
+        (["deliveries", "retry", "999999"], ADMIN, "no such delivery"),
+        (["deliveries", "retry", "1"], READ, "not allowed: this token lacks the 'admin' scope"),
     ],
 )  # fmt: skip
 def test_refusals_are_one_line(server, capsys, monkeypatch, argv, token, message) -> None:

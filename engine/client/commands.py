@@ -110,10 +110,17 @@ def add_client_commands(sub: Any) -> None:
     )
     dlv_sub = dlv.add_subparsers(dest="action", metavar="ACTION", required=True)
     dls = dlv_sub.add_parser("list", help="deliveries as a table, newest first")
-    dls.add_argument("--status", help="pending, delivered, dead... (as the API takes it)")
+    dls.add_argument(
+        "--status",
+        help="dead (the API's default), pending, sending, delivered, a comma-separated list, "
+        "or all",
+    )
     dls.add_argument("--incident", metavar="ID", help="of this incident")
     dls.add_argument("--sink", help="to this sink (its name in the configuration)")
     dls.add_argument("--limit", type=_positive, default=50, help="at most this many (default 50)")
+    dls.add_argument(
+        "--before", metavar="ID", help="older than this delivery id (the next page of a list)"
+    )
     _json_option(dls)
     _server_options(dls)
     retry = dlv_sub.add_parser("retry", help="send a dead delivery again (admin scope)")
@@ -220,7 +227,7 @@ def _incidents(api: ApiClient, args: argparse.Namespace) -> dict[str, Any]:
 
 def _deliveries(api: ApiClient, args: argparse.Namespace) -> dict[str, Any]:
     if args.action == "list":
-        filters = {k: getattr(args, k) for k in ("status", "incident", "sink", "limit")}
+        filters = {k: getattr(args, k) for k in ("status", "incident", "sink", "limit", "before")}
         answer = api.list_deliveries(filters)
         if not args.json:
             found = answer.get("deliveries") or []

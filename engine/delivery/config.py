@@ -41,9 +41,13 @@ ENTRY_OPTIONS = {
 
 @dataclass(frozen=True)
 class DeliveryPolicy:
-    max_attempts: int = 8
+    # A failing delivery is retried until it is max_age old (its last attempt is made
+    # then), so an outage of up to a day loses nothing. max_attempts (the bound before
+    # retries went by age) still loads; when set it also bounds the attempts.
+    max_age: float = 86_400.0
+    max_attempts: int | None = None
     base_delay: float = 2.0  # seconds; attempt n waits uniform(0, min(max, base * 2**(n-1)))
-    max_delay: float = 600.0
+    max_delay: float = 120.0  # so a page goes out within ~2 minutes of a receiver's recovery
     max_retry_after: float = 3600.0  # a longer Retry-After is cut to this
     lease: float = 120.0  # a claimed delivery is retried by another worker after this
     workers: int = 4

@@ -7,9 +7,12 @@ a pool of sender threads sends them; each result is written back with
 
 Retries: attempt n (1-based) failing is retried after uniform(0, min(max_delay,
 base_delay * 2**(n-1))) seconds ("full jitter"), or after the sink's Retry-After (cut
-to max_retry_after) when it sent one. After max_attempts the delivery is dead. A worker
-that dies mid-send leaves its delivery `sending`; it is claimed again once the lease
-expires (at the next start, or by another process on the same store).
+to max_retry_after) when it sent one, for as long as the delivery is younger than
+max_age (the last attempt is made at max_age), or max_attempts when that is set. Then it
+is dead: logged at ERROR and counted. A receiver that refuses a message for its payload
+(400, 413, 422) gets one immediate retry with a minimal message. A worker that dies
+mid-send leaves its delivery `sending`; it is claimed again once the lease expires (at
+the next start, or by another process on the same store).
 """
 
 from __future__ import annotations
@@ -38,12 +41,51 @@ UNCONFIRMED: Final[Status] = "unconfirmed"
 # event, returns the text to send, or None for the template narration. It runs in a
 # sender thread, never in the request path; it must bound its own time.
 Narrator = Callable[[dict[str, Any], str], str | None]
+# Told of every attempt: (sink, outcome), outcome one of OUTCOMES (Metrics.delivery).
+OnOutcome = Callable[[str, str], None]
+OUTCOMES = ("delivered", "retry", "dead", "minimal")
+MAX_SCHEDULE = 100_000
 
 
 def backoff(attempt: int, policy: DeliveryPolicy, rng: random.Random) -> float:
     """Full jitter: uniform(0, min(max_delay, base_delay * 2**(attempt-1)))."""
     ceiling = min(policy.max_delay, policy.base_delay * 2 ** max(0, min(attempt - 1, 60)))
     return rng.uniform(0, ceiling)
+
+
+def next_attempt(
+    policy: DeliveryPolicy,
+    attempts: int,
+    age: float,
+    rng: random.Random,
+    retry_after: float | None = None,
+) -> float | None:
+    """Seconds until the next attempt of a delivery `age` seconds old that failed its
+    `attempts`-th attempt, or None when it is dead: at max_age (the last attempt is made
+    at max_age exactly), or after max_attempts when that is set."""
+    if age >= policy.max_age or (policy.max_attempts and attempts >= policy.max_attempts):
+        return None
+    delay = backoff(attempts, policy, rng)
+    if retry_after is not None:
+        delay = min(retry_after, policy.max_retry_after)
+    return min(delay, policy.max_age - age)
+
+
+def retry_schedule(
+    policy: DeliveryPolicy, rng: random.Random, *, until: float | None = None
+) -> list[float]:
+    """When (seconds after creation) each attempt of a delivery that always fails is
+    made under `policy`, up to `until` seconds (default: until it is dead); bounded at
+    MAX_SCHEDULE attempts."""
+    times, now, attempts = [0.0], 0.0, 1
+    while len(times) < MAX_SCHEDULE:
+        delay = next_attempt(policy, attempts, now, rng)
+        if delay is None or (until is not None and now + delay > until):
+            return times
+        now += delay
+        attempts += 1
+        times.append(now)
+    return times
 
 
 class OutboxWorker:
@@ -58,9 +100,11 @@ class OutboxWorker:
         narrator: Narrator | None = None,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
+        on_outcome: OnOutcome | None = None,
     ) -> None:
         self.store, self.sinks, self.policy = store, sinks, policy
         self.secrets, self.redactor, self.narrator = secrets, redactor, narrator
+        self.on_outcome = on_outcome
         self.clock = clock
         self.rng = rng or random.Random()
         self.name = f"{socket.gethostname()}:{id(self):x}"
@@ -161,57 +205,104 @@ class OutboxWorker:
             delivery, payload={**delivery.payload, "incident": incident_to_dict(incident)}
         )
 
-    def attempt(self, delivery: Delivery) -> SendResult:
+    def attempt(self, delivery: Delivery, *, minimal: bool = False) -> SendResult:
+        """Send `delivery` once; `minimal`: the cut-down message (after a payload fault)."""
         sink = self.sinks.get(delivery.sink)
         if sink is None:
             return SendResult("fail", f"no sink named {delivery.sink!r} in the configuration")
         delivery = self.fresh(delivery)
-        if not sink.idempotent and delivery.attempts > 1 and delivery.last_error is None:
+        interrupted = delivery.attempts > 1 and delivery.last_error is None
+        if not sink.idempotent and interrupted and not minimal:
             # Claimed before, never finished: the process stopped mid-send (the lease
             # expired). The message may have been posted; do not post it twice.
             return SendResult(UNCONFIRMED, "the previous attempt was interrupted mid-send")
         narration = None
-        if self.narrator is not None:
+        if self.narrator is not None and not minimal:
             try:
                 narration = self.narrator(delivery.payload["incident"], delivery.event)
             except Exception:
                 log.exception("narration failed for %s; using the template", delivery.incident_id)
-        ctx = SendContext(self.secrets, self.redactor, narration)
+        ctx = SendContext(self.secrets, self.redactor, narration, minimal=minimal)
         try:
             return sink.send(delivery, ctx)
         except Exception as exc:  # a bug or a secret that went missing: retry, bounded
             return SendResult("retry", self.redactor.scrub(f"{type(exc).__name__}: {exc}"))
 
+    def count(self, sink: str, outcome: str) -> None:
+        if self.on_outcome is not None:
+            try:
+                self.on_outcome(sink, outcome)
+            except Exception:  # a metrics failure must not fail a delivery
+                log.exception("could not count a delivery outcome")
+
     def process(self, delivery: Delivery) -> SendResult:
         """Send one claimed delivery and record the result."""
-        result = self.attempt(delivery)
-        now = self.clock()
         where = f"{delivery.event} of {delivery.incident_id} to {delivery.sink}"
+        started = time.monotonic()
+        result = self.attempt(delivery)
+        if result.payload_refused and self._lease_left(delivery, started):
+            # The receiver refused what we sent (too large, invalid): what matters is
+            # that the page arrives, so try once more with the least it needs.
+            self.count(delivery.sink, "minimal")
+            log.warning("%s refused (%s); retrying with a minimal message", where, result.error)
+            first = result.error
+            result = self.attempt(delivery, minimal=True)
+            if result.status != "ok":
+                both = f"minimal message: {result.error}; full message: {first}"
+                result = replace(result, error=both)
+        now = self.clock()
         error, retry_at = result.error, None
         if result.status == "ok":
             log.info("delivered %s (attempt %d)", where, delivery.attempts)
+            self.count(delivery.sink, "delivered")
         elif result.status == UNCONFIRMED:
             error = f"{UNCONFIRMED}: {result.error}"
-            log.warning("%s unconfirmed, not retried: %s", where, result.error)
-        elif result.status == "retry" and delivery.attempts < self.policy.max_attempts:
-            delay = backoff(delivery.attempts, self.policy, self.rng)
-            if result.retry_after is not None:
-                delay = min(result.retry_after, self.policy.max_retry_after)
-            retry_at = now + timedelta(seconds=delay)
-            self._next_due = min(self._next_due, time.monotonic() + delay)
-            log.warning(
-                "%s failed (attempt %d), retry in %.1fs: %s",
-                where,
-                delivery.attempts,
-                delay,
-                result.error,
-            )
-        else:
-            log.error("%s is dead after %d attempt(s): %s", where, delivery.attempts, error)
+        elif result.status == "retry":
+            age = max(0.0, (now - delivery.created_at).total_seconds())
+            delay = next_attempt(self.policy, delivery.attempts, age, self.rng, result.retry_after)
+            if delay is not None:
+                retry_at = now + timedelta(seconds=delay)
+                self._next_due = min(self._next_due, time.monotonic() + delay)
+                self.count(delivery.sink, "retry")
+                log.warning(
+                    "%s failed (attempt %d), retry in %.1fs: %s",
+                    where,
+                    delivery.attempts,
+                    delay,
+                    result.error,
+                )
         try:
             self.store.finish_delivery(
                 delivery.id, ok=result.status == "ok", now=now, error=error, retry_at=retry_at
             )
         except Exception:  # the lease expires and the delivery is tried again
             log.exception("could not record the result of %s", where)
+            return result
+        if result.status != "ok" and retry_at is None:
+            self.dead_letter(delivery, error)
         return result
+
+    def _lease_left(self, delivery: Delivery, started: float) -> bool:
+        """Whether a second send still ends within the claim's lease (else another worker
+        could claim the delivery while it is being sent)."""
+        sink = self.sinks.get(delivery.sink)
+        timeout = float(getattr(getattr(sink, "spec", None), "timeout", 10.0))
+        return time.monotonic() - started + timeout < self.policy.lease
+
+    def dead_letter(self, delivery: Delivery, error: str | None) -> None:
+        """A delivery given up: loud (ERROR, with the incident and the sink) and counted."""
+        self.count(delivery.sink, "dead")
+        log.error(
+            "dead letter: %s of incident %s to sink %s gave up after %d attempt(s): %s",
+            delivery.event,
+            delivery.incident_id,
+            delivery.sink,
+            delivery.attempts,
+            error,
+            extra={
+                "incident": delivery.incident_id,
+                "sink": delivery.sink,
+                "delivery": delivery.id,
+                "event": delivery.event,
+            },
+        )

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from engine.delivery.config import DeliveryConfig, format_problem, load_config
-from engine.delivery.outbox import Narrator, OutboxWorker
+from engine.delivery.outbox import Narrator, OnOutcome, OutboxWorker
 from engine.delivery.routing import Router, make_plan
 from engine.delivery.secrets import MASK, Redactor
 from engine.delivery.sinks import REGISTRY, Sink
@@ -38,8 +38,10 @@ class DeliveryService:
         narrator: Narrator | None = None,
         sinks: Mapping[str, Sink] | None = None,
         stdout: TextIO | None = None,
+        on_outcome: OnOutcome | None = None,
     ) -> None:
-        """`stdout`: where `stdout` sinks print (default: sys.stdout, looked up per send)."""
+        """`stdout`: where `stdout` sinks print (default: sys.stdout, looked up per send).
+        `on_outcome(sink, outcome)`: told of every attempt (Metrics.delivery)."""
         self.config = config
         self.store = store
         self.redactor = Redactor(config.secrets.values())
@@ -64,6 +66,7 @@ class DeliveryService:
             secrets=config.secrets,
             redactor=self.redactor,
             narrator=narrator,
+            on_outcome=on_outcome,
         )
 
     def start(self) -> None:

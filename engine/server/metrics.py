@@ -12,11 +12,20 @@ narrator's `on_outcome` (engine.server.state wires it), `Metrics.delivery` count
 from __future__ import annotations
 
 import logging
+import platform
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
@@ -24,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from engine import __version__
 from engine.server.counters import Counters
 from engine.store.base import Store
 
@@ -75,9 +85,14 @@ class _StateCollector(Collector):
             f"{NS}_outbox_deliveries", "Deliveries in the outbox, by status", labels=["status"]
         )
         up = GaugeMetricFamily(f"{NS}_store_up", "1 when the store answered this scrape")
+        backlog = GaugeMetricFamily(
+            f"{NS}_outbox_oldest_pending_age_seconds",
+            "Age of the oldest delivery not yet delivered or dead (0 when there is none)",
+        )
         try:
             oldest = self.store.oldest_context_ts()
             stats = self.store.stats()
+            pending = self.store.oldest_pending_delivery()
         except Exception:  # a scrape must answer even when the store does not
             log.warning("metrics: the store did not answer", exc_info=True)
             up.add_metric([], 0)
@@ -87,8 +102,9 @@ class _StateCollector(Collector):
         by_status = stats.get("outbox") or {}
         for status in sorted({"pending", "sending", "delivered", "dead", *by_status}):
             outbox.add_metric([str(status)], float(by_status.get(status, 0) or 0))
+        backlog.add_metric([], max(0.0, time.time() - pending.timestamp()) if pending else 0.0)
         up.add_metric([], 1)
-        yield from (age, outbox, up)
+        yield from (age, outbox, backlog, up)
 
 
 class Metrics:
@@ -138,6 +154,7 @@ class Metrics:
         )  # fmt: skip
         self._request_children: dict[tuple[str, str, int], Any] = {}
         r.register(_StateCollector(store, counters))
+        _register_runtime(r)
         self.rules_loaded.set(rules_loaded)
         self.reload_success.set(1)
         self.reload_time.set(time.time())
@@ -185,6 +202,20 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _register_runtime(registry: CollectorRegistry) -> None:
+    """The process (CPU, memory, file descriptors: Linux /proc), the Python platform, and
+    which build runs: `incident_pilot_build_info{version, python} 1`."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    info = Gauge(
+        f"{NS}_build_info",
+        "Always 1: the version of incident-pilot and of Python that run",
+        ["version", "python"],
+        registry=registry,
+    )
+    info.labels(__version__, platform.python_version()).set(1)
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -214,12 +214,32 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
             },
         },
         ("get", "/api/deliveries"): {
-            "summary": "Dead letters: deliveries that gave up (scope read)",
+            "summary": "The outbox's deliveries, newest first: dead letters by default; "
+            "filter by status, incident and sink (scope read)",
             "parameters": [
                 {
                     "name": "status",
                     "in": "query",
-                    "schema": {"type": "string", "enum": ["dead"], "default": "dead"},
+                    "description": "pending, sending, delivered, dead, a comma-separated "
+                    "list of them, or all",
+                    "schema": {
+                        "type": "string",
+                        "pattern": "^(all|(pending|sending|delivered|dead)"
+                        "(,(pending|sending|delivered|dead))*)$",
+                        "default": "dead",
+                    },
+                },
+                {"name": "incident", "in": "query", "schema": INCIDENT_ID["schema"]},
+                {
+                    "name": "sink",
+                    "in": "query",
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
+                },
+                {
+                    "name": "before",
+                    "in": "query",
+                    "description": "only deliveries with a smaller id (the next page)",
+                    "schema": {"type": "integer", "minimum": 0},
                 },
                 {
                     "name": "limit",
@@ -227,7 +247,29 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
                     "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
                 },
             ],
-            "responses": {"200": _json("DeadLetters", "Dead letters"), **_errors(400, *_AUTH)},
+            "responses": {"200": _json("Deliveries", "Deliveries"), **_errors(400, *_AUTH)},
+        },
+        ("post", "/api/deliveries/{id}/retry"): {
+            "summary": "Re-send a dead letter now, with a fresh retry window (scope admin)",
+            "parameters": [
+                {
+                    "name": "id",
+                    "in": "path",
+                    "required": True,
+                    "description": "a delivery id",
+                    "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
+                }
+            ],
+            "responses": {
+                "200": _json("Delivery", "The delivery, pending again"),
+                "409": _json(
+                    "RetryRefused",
+                    "Not re-sent: the delivery is not dead, or it is a trigger or update "
+                    "whose incident has since resolved (it would open an alert nothing "
+                    "resolves)",
+                ),
+                **_errors(404, *_AUTH),
+            },
         },
         ("get", "/healthz"): {
             "summary": "Liveness (open)",

@@ -230,6 +230,7 @@ def _assemble(
         quiet=settings.quiet,
         narrator=narrator,
         stdout=stdout,
+        on_outcome=metrics.delivery,
     )
     try:
         pull_config = load_pull_config(settings.pull, environ)

@@ -18,6 +18,7 @@ from engine.store.base import (
     NewContext,
     NewDelivery,
     PlanDeliveries,
+    RetryRefused,
     Store,
 )
 
@@ -29,6 +30,7 @@ __all__ = [
     "NewContext",
     "NewDelivery",
     "PlanDeliveries",
+    "RetryRefused",
     "Store",
     "open_store",
 ]

@@ -117,6 +117,10 @@ class Delivery:
     created_at: datetime
 
 
+class RetryRefused(Exception):
+    """A delivery that may not be re-sent: not dead, or a page for a resolved incident."""
+
+
 # Called inside the transaction that opens / attaches / resolves an incident, so
 # deliveries are stored atomically with the change that causes them.
 PlanDeliveries = Callable[[AlertOutcome], Sequence[NewDelivery]]
@@ -269,5 +273,30 @@ class Store(Protocol):
         ...
 
     def dead_deliveries(self, limit: int = 50) -> list[Delivery]: ...
+
+    def list_deliveries(
+        self,
+        *,
+        statuses: Sequence[str],
+        incident: str | None = None,
+        sink: str | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> list[Delivery]:
+        """Deliveries in `statuses` (of one incident / sink when given, ids below
+        `before` when given), newest first."""
+        ...
+
+    def get_delivery(self, delivery_id: int) -> Delivery | None: ...
+
+    def retry_delivery(self, delivery_id: int, *, now: datetime) -> Delivery | None:
+        """Queue a dead delivery again, due `now`, with a fresh retry window. None for an
+        unknown id; RetryRefused when it is not dead, or is a trigger / update whose
+        incident has since resolved."""
+        ...
+
+    def oldest_pending_delivery(self) -> datetime | None:
+        """When the oldest delivery still pending or sending was created."""
+        ...
 
     def close(self) -> None: ...

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.store import codec
-from engine.store.base import Delivery, NewDelivery
+from engine.store.base import Delivery, NewDelivery, RetryRefused
 from engine.store.codec import epoch, from_epoch
 from engine.store.dialect import Conn, Dialect
 
@@ -119,6 +119,67 @@ def release_held(conn: Conn, incident_id: str, t_now: float) -> int:
 def dead(conn: Conn, limit: int) -> list[Delivery]:
     sql = f"SELECT {COLUMNS} FROM deliveries WHERE status = 'dead' ORDER BY id DESC LIMIT ?"
     return [decode(r) for r in conn.execute(sql, (limit,))]
+
+
+def select(
+    conn: Conn,
+    statuses: Sequence[str],
+    incident: str | None,
+    sink: str | None,
+    before: int | None,
+    limit: int,
+) -> list[Delivery]:
+    """Deliveries in `statuses`, of `incident` and `sink` when given, with an id below
+    `before` when given; newest first."""
+    marks = ", ".join("?" * len(statuses))
+    where, args = [f"status IN ({marks})"], list[Any](statuses)
+    for clause, value in (("incident_id = ?", incident), ("sink = ?", sink), ("id < ?", before)):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    sql = f"SELECT {COLUMNS} FROM deliveries WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
+    return [decode(r) for r in conn.execute(sql, (*args, limit))]
+
+
+def get(conn: Conn, delivery_id: int) -> Delivery | None:
+    row = conn.execute(f"SELECT {COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+    return decode(row) if row else None
+
+
+def resend(dialect: Dialect, conn: Conn, delivery_id: int, t_now: float) -> Delivery | None:
+    """Queue a dead delivery again, due now, as if new (attempts 0, created now: a fresh
+    retry window). None for an unknown id; RetryRefused when it is not dead, or when it
+    would page for an incident that has since resolved (a trigger or update whose resolve
+    already went out would leave the receiver's alert open for good)."""
+    sql = (
+        "SELECT d.status, d.event, i.status FROM deliveries AS d"
+        f" JOIN incidents AS i ON i.id = d.incident_id WHERE d.id = ?{dialect.for_update}"
+    )
+    row = conn.execute(sql, (delivery_id,)).fetchone()
+    if row is None:
+        return None
+    status, event, incident_status = row
+    if status != "dead":
+        raise RetryRefused(f"the delivery is {status}, not dead: only a dead letter is re-sent")
+    if event != "resolve" and incident_status == "resolved":
+        raise RetryRefused(
+            f"its incident has been resolved: re-sending this {event} would open an alert "
+            "that no resolve follows"
+        )
+    conn.execute(
+        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?,"
+        " created_at = ?, last_error = NULL, lease_until = NULL, worker = NULL WHERE id = ?",
+        (t_now, t_now, delivery_id),
+    )
+    return get(conn, delivery_id)
+
+
+def oldest_pending(conn: Conn) -> float | None:
+    """created_at (epoch) of the oldest delivery not yet delivered or dead."""
+    row = conn.execute(
+        "SELECT MIN(created_at) FROM deliveries WHERE status IN ('pending', 'sending')"
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
 
 
 def counts(conn: Conn) -> dict[str, int]:

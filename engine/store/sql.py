@@ -328,6 +328,32 @@ class SQLStore:
         with self.dialect.read() as conn:
             return outbox.dead(conn, limit)
 
+    def list_deliveries(
+        self,
+        *,
+        statuses: Sequence[str],
+        incident: str | None = None,
+        sink: str | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> list[Delivery]:
+        with self.dialect.read() as conn:
+            return outbox.select(conn, statuses, incident, sink, before, limit)
+
+    def get_delivery(self, delivery_id: int) -> Delivery | None:
+        with self.dialect.read() as conn:
+            return outbox.get(conn, delivery_id)
+
+    def retry_delivery(self, delivery_id: int, *, now: datetime) -> Delivery | None:
+        return self.dialect.write(
+            lambda conn: outbox.resend(self.dialect, conn, delivery_id, epoch(now))
+        )
+
+    def oldest_pending_delivery(self) -> datetime | None:
+        with self.dialect.read() as conn:
+            oldest = outbox.oldest_pending(conn)
+        return None if oldest is None else from_epoch(oldest)
+
 
 def _context_counts(conn: Conn) -> dict[str, int]:
     return {k: conn.execute(f"SELECT COUNT(*) FROM {k}").fetchone()[0] for k in CONTEXT_KINDS}

@@ -60,8 +60,16 @@ class Reply:
 class StandIn:
     """A scripted HTTP server playing Slack, PagerDuty, Opsgenie or a webhook receiver."""
 
-    def __init__(self, port: int = 0, default: Reply | None = None) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        default: Reply | None = None,
+        check: Callable[[Seen], Reply | None] | None = None,
+    ) -> None:
+        """`check(request)`: the service's own answer when the request breaks one of its
+        limits (tests/delivery/services.py), else None; scripted replies come after it."""
         self.requests: list[Seen] = []
+        self.refused: list[tuple[Seen, Reply]] = []  # requests `check` refused
         self.script: deque[Reply] = deque()
         self.default = default or Reply()
         self.closing = threading.Event()
@@ -72,11 +80,15 @@ class StandIn:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                seen = Seen("POST", self.path, dict(self.headers), body, time.monotonic())
+                refusal = check(seen) if check is not None else None
                 with outer.lock:
-                    outer.requests.append(
-                        Seen("POST", self.path, dict(self.headers), body, time.monotonic())
-                    )
-                    reply = outer.script.popleft() if outer.script else outer.default
+                    outer.requests.append(seen)
+                    if refusal is not None:
+                        outer.refused.append((seen, refusal))
+                        reply = refusal
+                    else:
+                        reply = outer.script.popleft() if outer.script else outer.default
                 if reply.delay:
                     outer.closing.wait(reply.delay)  # a hanging sink, cut short at teardown
                 try:

@@ -52,7 +52,8 @@ def test_the_example_config_loads_and_validates(tmp_path: Path) -> None:
     pd = next(e for e in config.routes["payments"] if e.sink == "pagerduty")
     assert pd.min_severity == Severity.HIGH
     assert config.secrets[pd.options["routing_key_ref"]].reveal() == "pd-payments-secret-key"
-    assert config.policy.max_attempts == 8 and config.policy.lease == 120
+    assert config.policy.max_age == 86_400 and config.policy.max_attempts is None
+    assert config.policy.lease == 120
 
 
 def test_effective_config_masks_every_secret(tmp_path: Path) -> None:

@@ -102,7 +102,7 @@ def test_a_dead_sink_is_dead_lettered_and_harms_nothing_else(delivery_app, stand
     assert "not sent" in first["last_error"]
     stats = client.get("/api/stats").json()
     assert stats["outbox"]["dead"] == 2 and len(stats["dead_letters"]) == 2
-    assert client.get("/api/deliveries?status=pending").status_code == 400
+    assert client.get("/api/deliveries?status=lost").status_code == 400
 
 
 def test_slack_timeout_after_sending_is_unconfirmed_not_resent(delivery_app, standin) -> None:

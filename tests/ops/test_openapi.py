@@ -51,7 +51,7 @@ def test_every_route_is_in_the_spec(make_app) -> None:
             op = spec["paths"].get(route.path, {}).get(method.lower())
             if op is None or "responses" not in op:
                 missing.append(f"{method} {route.path}")
-            elif method == "POST" and route.path not in ("/-/reload",):
+            elif method == "POST" and route.path not in ("/-/reload", "/api/deliveries/{id}/retry"):
                 assert "requestBody" in op, f"{method} {route.path} has no requestBody"
     assert not missing, f"routes missing from the OpenAPI document: {missing}"
 

@@ -28,6 +28,11 @@ Status = Literal["ok", "retry", "fail", "unconfirmed"]
 USER_AGENT = "incident-pilot"
 # The outcome a delivery's event stands for (what the stdout report calls it).
 EVENT_WORDS = {"trigger": "opened", "update": "attached", "resolve": "resolved"}
+# Answers that blame the payload: 400 (invalid, e.g. Slack's invalid_blocks), 413 (too
+# large), 422 (unprocessable, Opsgenie's answer to a field over its limit).
+PAYLOAD_FAULTS = frozenset({400, 413, 422})
+MINIMAL_FINDINGS = 3  # a minimal message carries the incident's most severe findings
+RANK = {"critical": 4, "high": 3, "medium": 2, "low": 1, "info": 0}
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,13 @@ class SendResult:
     status: Status
     error: str | None = None
     retry_after: float | None = None
+    http_status: int | None = None  # the receiver's answer, when one came
+
+    @property
+    def payload_refused(self) -> bool:
+        """Refused for what the request carried (too large, invalid), not for who sent
+        it (401, 403) or where (404): a smaller message may be accepted."""
+        return self.status == "fail" and self.http_status in PAYLOAD_FAULTS
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,9 @@ class SendContext:
     secrets: Mapping[str, Secret]  # ref -> value, resolved when the config was loaded
     redactor: Redactor
     narration: str | None = None  # NARRATION HOOK: an LLM text, else the template's
+    # The one retry of a message its receiver refused for its payload (400, 413, 422):
+    # title, severity, link and the top findings only.
+    minimal: bool = False
 
 
 class Sink(Protocol):
@@ -103,9 +118,10 @@ def classify(resp: httpx.Response, redactor: Redactor) -> SendResult:
         return SendResult("ok")
     body = redactor.scrub(resp.text[:200].replace("\n", " "))
     error = f"HTTP {resp.status_code}: {body}".strip()
+    code = resp.status_code
     if resp.status_code in (408, 425, 429) or resp.status_code >= 500:
-        return SendResult("retry", error, parse_retry_after(resp.headers.get("Retry-After")))
-    return SendResult("fail", error)  # 4xx: a bad key or payload does not heal by itself
+        return SendResult("retry", error, parse_retry_after(resp.headers.get("Retry-After")), code)
+    return SendResult("fail", error, http_status=code)  # 4xx: a bad key or payload stays bad
 
 
 @functools.cache
@@ -144,3 +160,10 @@ def post(
 
 def evidence_paths(finding: Mapping[str, Any]) -> list[str]:
     return [str(e.get("path")) for e in finding.get("evidence") or [] if e.get("path")]
+
+
+def top_findings(incident: Mapping[str, Any], n: int = MINIMAL_FINDINGS) -> list[dict[str, Any]]:
+    """The `n` most severe findings (stable: the incident's order among equals)."""
+    found = list(incident.get("findings") or [])
+    found.sort(key=lambda f: -RANK.get(str(f.get("severity")), 0))
+    return found[:n]
