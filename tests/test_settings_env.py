@@ -140,3 +140,18 @@ def test_serve_warns_at_start_but_not_about_a_sinks_secret_variable(tmp_path: Pa
     assert "INCIDENT_PILOT_RETENTION?" in log
     assert "INCIDENT_PILOT_HOOK_KEY" not in log
     assert "INCIDENT_PILOT_URL" not in log
+
+
+def test_every_variable_named_in_the_engine_is_known() -> None:
+    """A variable the code reads but `serve` would warn about is a bug in the warning:
+    a new one belongs in engine/server/variables.py (or in its flag's help)."""
+    import re
+
+    named = {
+        m
+        for path in (ROOT / "engine").rglob("*.py")
+        for m in re.findall(
+            r"INCIDENT_PILOT_[A-Z0-9_]*[A-Z0-9](?![A-Z0-9_])", path.read_text("utf-8")
+        )
+    }
+    assert named - known_variables() == set()
