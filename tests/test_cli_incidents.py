@@ -340,3 +340,22 @@ def test_a_server_that_is_not_incident_pilot(capsys, monkeypatch, tmp_path: Path
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["incidents"], "the following arguments are required: ACTION"),
+        (["incidents", "list", "--limit", "0"], "argument --limit: '0' is not a whole number above 0"),
+        (["incidents", "list", "--since", "yesterday"], "argument --since: 'yesterday' is not an RFC 3339"),
+        (["incidents", "list", "--status", "closed"], "argument --status: invalid choice: 'closed'"),
+        (["incidents", "show"], "the following arguments are required: ID"),
+        (["deliveries", "list", "--timeout", "nan"], "argument --timeout: 'nan' is not a number of seconds"),
+    ],
+)  # fmt: skip
+def test_usage_errors_exit_2(argv: list[str], words: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err.splitlines()[-1] and "Traceback" not in err

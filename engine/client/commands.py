@@ -52,6 +52,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 3600:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 3600")
+    return value
+
+
 def _server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--url",
@@ -65,7 +75,7 @@ def _server_options(p: argparse.ArgumentParser) -> None:
         f"the variable, a command line is visible to other users [env {TOKEN_ENV}]",
     )
     p.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to wait for the server (default 10)"
+        "--timeout", type=_seconds, default=10.0, help="seconds to wait for the server (default 10)"
     )
 
 
