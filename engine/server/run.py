@@ -33,17 +33,34 @@ def prune_interval(retention: timedelta) -> float:
     return max(10.0, min(retention.total_seconds() / 20, 300.0))
 
 
+def prune_once(state: AppState) -> None:
+    """One pass of retention (engine.store.retention): context older than --retention,
+    then resolved incidents and delivered outbox rows older than --incident-retention.
+    Runs in a worker thread; each chunk is its own short transaction."""
+    now = utcnow()
+    cutoff = now - state.settings.retention
+    removed = state.store.prune_context(cutoff)
+    if removed:
+        log.info("pruned %d context records older than %s", removed, cutoff.isoformat())
+    cutoff = now - state.settings.incident_retention
+    gone = state.store.prune_incidents(cutoff)
+    if any(gone.values()):
+        log.info(
+            "pruned %d resolved incidents and %d delivered outbox rows older than %s",
+            gone["incidents"],
+            gone["deliveries"],
+            cutoff.isoformat(),
+        )
+
+
 async def prune_forever(state: AppState) -> None:
-    """Drop context older than the retention period, every few minutes."""
+    """Apply retention every few minutes."""
     interval = prune_interval(state.settings.retention)
     while True:
         try:
-            cutoff = utcnow() - state.settings.retention
-            removed = await run_in_threadpool(state.store.prune_context, cutoff)
-            if removed:
-                log.info("pruned %d context records older than %s", removed, cutoff.isoformat())
+            await run_in_threadpool(prune_once, state)
         except Exception:
-            log.exception("pruning context failed; will retry")
+            log.exception("pruning failed; will retry")
         await asyncio.sleep(interval)
 
 

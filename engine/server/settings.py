@@ -83,6 +83,7 @@ class ServeSettings:
     rules: tuple[Path, ...] = ()
     db: str = DEFAULT_DB
     retention: timedelta = timedelta(hours=24)
+    incident_retention: timedelta = timedelta(days=90)
     format: str = "text"
     quiet: bool = False
     log_level: str = "info"
@@ -129,6 +130,13 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         type=_duration,
         default=_env("RETENTION", "24h"),
         help=f"how long context records (deploys, logs, traces) are kept (default 24h) [env {ENV_PREFIX}RETENTION]",
+    )
+    p.add_argument(
+        "--incident-retention",
+        type=_duration,
+        default=_duration(_env("INCIDENT_RETENTION", "90d")),
+        help="how long resolved incidents (with their alerts and outbox rows) and delivered "
+        f"outbox rows are kept (default 90d) [env {ENV_PREFIX}INCIDENT_RETENTION]",
     )
     p.add_argument(
         "--format",
@@ -204,6 +212,7 @@ def settings_from_args(args: argparse.Namespace, rules: list[Path]) -> ServeSett
         rules=tuple(rules),
         db=args.db,
         retention=args.retention,
+        incident_retention=args.incident_retention,
         format=args.format,
         quiet=args.quiet,
         log_level=args.log_level,

@@ -167,7 +167,14 @@ class Store(Protocol):
     def get_context(self, kind: str, record_id: str) -> ContextRecord | None: ...
 
     def prune_context(self, before: datetime) -> int:
-        """Delete context records older than `before`; return how many."""
+        """Delete context records (and stored pull answers) older than `before`; return
+        how many context records."""
+        ...
+
+    def prune_incidents(self, before: datetime) -> dict[str, int]:
+        """Delete resolved incidents resolved before `before`, with their alerts and outbox
+        rows (never one with a delivery pending), and delivered outbox rows delivered
+        before it; return the counts by "incidents" and "deliveries"."""
         ...
 
     def context_counts(self) -> dict[str, int]: ...

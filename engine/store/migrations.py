@@ -185,6 +185,16 @@ CREATE TABLE pulls (
 CREATE INDEX pulls_created ON pulls (created_at{then_id});
 """,
     ),
+    Migration(
+        # Retention (engine.store.retention): resolved incidents by when they were
+        # resolved, and an incident's outbox rows whatever their status, so pruning an
+        # incident deletes its deliveries by index.
+        "0007_retention",
+        """
+CREATE INDEX incidents_resolved_at ON incidents (resolved_at) WHERE status = 'resolved';
+CREATE INDEX deliveries_incident ON deliveries (incident_id);
+""",
+    ),
 )
 MIGRATION_NAMES: tuple[str, ...] = tuple(m.name for m in MIGRATIONS)
 

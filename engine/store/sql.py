@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.model import CONTEXT_KINDS, Alert, ContextRecord, Finding, Incident
-from engine.store import codec, incidents, outbox, pulls
+from engine.store import codec, incidents, outbox, pulls, retention
 from engine.store.base import (
     AlertOutcome,
     Delivery,
@@ -28,7 +28,6 @@ from engine.store.codec import epoch, from_epoch
 from engine.store.dialect import Conn, Dialect
 from engine.store.migrations import apply_migrations
 
-PRUNE_CHUNK = 5_000  # rows per delete transaction: keeps the write lock short
 ID_RANGE = range(-(2**63), 2**63)  # SQL's 64-bit integer ids
 
 _CTX_SELECT = {
@@ -135,25 +134,23 @@ class SQLStore:
         return None if row is None else _record(kind, row)
 
     def prune_context(self, before: datetime) -> int:
-        """Delete in chunks, each its own short transaction, so alerts are not held up.
-        Rows another replica's pruner is deleting right now are skipped (where the engine
-        has row locks), so two pruners share the work; the count is this call's."""
-        cutoff, total = epoch(before), 0
-        for kind in CONTEXT_KINDS:
-            sql = (
-                f"DELETE FROM {kind} WHERE id IN (SELECT id FROM {kind} WHERE ts < ?"
-                f" ORDER BY ts LIMIT ?{self.dialect.skip_locked})"
-            )
+        """Delete context records older than `before`, and stored pull answers, in small
+        paced chunks (engine.store.retention). Rows another replica's pruner is deleting
+        right now are skipped (where the engine has row locks), so two pruners share the
+        work; the count is this call's context records."""
+        removed = retention.prune_context(self.dialect, epoch(before))
+        retention.prune_pulls(self.dialect, epoch(before))
+        return removed
 
-            def delete_chunk(conn: Conn, sql: str = sql) -> int:
-                return conn.execute(sql, (cutoff, PRUNE_CHUNK)).rowcount
-
-            while True:
-                n = self.dialect.write(delete_chunk)
-                total += n
-                if n < PRUNE_CHUNK:
-                    break
-        return total
+    def prune_incidents(self, before: datetime) -> dict[str, int]:
+        """Delete resolved incidents resolved before `before` (with their alerts and
+        outbox rows; never one with a delivery still pending), and delivered outbox rows
+        delivered before it. The counts deleted, by what."""
+        cutoff = epoch(before)
+        return {
+            "incidents": retention.prune_resolved(self.dialect, cutoff),
+            "deliveries": retention.prune_delivered(self.dialect, cutoff),
+        }
 
     def context_counts(self) -> dict[str, int]:
         with self.dialect.read(snapshot=True) as conn:

@@ -30,6 +30,7 @@ from engine.store.dialect import Conn
 from engine.store.migrations import split_sql
 from engine.store.outbox import COLUMNS as DELIVERY_COLUMNS
 from engine.store.sql import SQLStore
+from engine.store.sqlite_checkpoint import BACKSTOP_PAGES, Checkpointer
 
 BUSY_TIMEOUT_MS = 10_000
 MAX_READERS = 8  # reader connections kept open; more concurrent readers wait for one
@@ -78,9 +79,14 @@ class SQLiteDialect:
         self._reader_free = threading.Condition(threading.Lock())
         self._closed = False
         self._writer = self._connect()
+        self._checkpointer: Checkpointer | None = None
         if not self._memory:
             # Persistent in the file; every later connection gets WAL too.
             self._writer.execute("PRAGMA journal_mode = WAL")
+            # Checkpoints run on their own thread, outside the write lock; the writer's own
+            # automatic checkpoint stays only as a backstop (engine.store.sqlite_checkpoint).
+            self._writer.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+            self._checkpointer = Checkpointer(path)
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves; the sqlite3 module's
@@ -210,6 +216,8 @@ class SQLiteDialect:
         self.write(work)
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with self._lock, self._reader_free:
             if self._closed:
                 return

@@ -630,3 +630,67 @@ def test_plan_with_no_incident_cannot_store_deliveries(store: Store) -> None:
 
     with pytest.raises(ValueError, match="no incident"):
         store.record_resolved(make_alert("ghost", status="resolved"), now=T0, plan=plan)
+
+
+# --- retention: resolved incidents and delivered outbox rows -----------------------
+
+
+def test_prune_incidents_takes_old_resolved_ones_with_their_alerts_and_deliveries(
+    store: Store,
+) -> None:
+    def plan(outcome: AlertOutcome) -> list[NewDelivery]:
+        assert outcome.incident is not None
+        return [NewDelivery("pager", "trigger", {"id": outcome.incident.id})]
+
+    old = fire(store, make_draft(make_alert("fp-old")), plan=plan).incident
+    recent = fire(store, make_draft(make_alert("fp-recent")), plan=plan).incident
+    still_open = fire(store, make_draft(make_alert("fp-open")), plan=plan).incident
+    held = fire(store, make_draft(make_alert("fp-held")), plan=plan).incident
+    assert old and recent and still_open and held
+    for d in claim(store, now=T0 + MIN, limit=10):
+        if d.incident_id != held.id:  # held's trigger never reached its pager
+            store.finish_delivery(d.id, ok=True, now=T0 + MIN)
+    store.resolve_incident(old.id, at=T0 + 2 * MIN)
+    store.resolve_incident(held.id, at=T0 + 2 * MIN)
+    store.resolve_incident(recent.id, at=T0 + 20 * MIN)
+
+    gone = store.prune_incidents(T0 + 10 * MIN)
+
+    # old: resolved before the cutoff, its delivery done -> gone with alert and delivery;
+    # recent: resolved after the cutoff; still_open: open; held: a delivery in flight.
+    # still_open's delivered trigger is older than the cutoff: the row goes, the incident stays.
+    assert gone == {"incidents": 1, "deliveries": 2}
+    assert store.get_incident(old.id) is None
+    assert store.find_repeat("fp-old", T0) is None
+    for kept in (recent, still_open, held):
+        assert store.get_incident(kept.id) is not None
+    assert store.stats()["outbox"] == {"pending": 0, "sending": 1, "delivered": 0, "dead": 0}
+    assert store.prune_incidents(T0 + 10 * MIN) == {"incidents": 0, "deliveries": 0}
+    # A new firing of the pruned fingerprint opens a new incident, as for any new alert.
+    again = fire(store, make_draft(make_alert("fp-old")), now=T0 + 30 * MIN)
+    assert again.kind == "opened"
+
+
+def test_prune_incidents_deletes_a_backlog_in_chunks(store: Store, monkeypatch) -> None:
+    from engine.store import retention
+
+    monkeypatch.setattr(retention, "INCIDENT_CHUNK", 7)  # many chunks, the last one short
+    ids = [fire(store, make_draft(make_alert(f"fp-{i}"))).incident.id for i in range(40)]
+    for i, inc_id in enumerate(ids):
+        store.resolve_incident(inc_id, at=T0 + i * MIN)
+    assert store.prune_incidents(T0 + 30 * MIN) == {"incidents": 30, "deliveries": 0}
+    left = [i for i in ids if store.get_incident(i) is not None]
+    assert left == ids[30:]  # the oldest resolutions went first, the rest stayed
+
+
+def test_prune_context_also_takes_pull_answers_asked_before_the_cutoff(store: Store) -> None:
+    from engine.store.base import NewPull
+
+    def pull(q: str) -> NewPull:
+        return NewPull("prometheus", "http://prom/api/v1/query", q, T0, T0, None, None, {})
+
+    old = store.add_pull(pull("up"), now=T0 - 2 * MIN)
+    new = store.add_pull(pull("rate(x[5m])"), now=T0)
+    store.prune_context(T0 - MIN)
+    assert store.get_pull(old.id) is None
+    assert store.get_pull(new.id) is not None

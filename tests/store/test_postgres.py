@@ -418,24 +418,21 @@ def test_outbox_claims_across_stores_exactly_once_in_order(pair) -> None:
 
 @postgres
 @needs_dsn
-def test_concurrent_prunes_share_the_work(pair) -> None:
+def test_concurrent_prunes_share_the_work(pair, monkeypatch) -> None:
     a, b = pair
     a.add_context([NewContext("logs", "s", T0 - i * timedelta(seconds=1), {}) for i in range(3000)])
-    from engine.store import sql as pgmod
+    from engine.store import retention
 
-    old = pgmod.PRUNE_CHUNK
-    pgmod.PRUNE_CHUNK = 100  # many small chunks, so the two pruners interleave
-    try:
-        results: list[int] = []
-        threads = [
-            threading.Thread(target=lambda s=s: results.append(s.prune_context(T0))) for s in (a, b)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        pgmod.PRUNE_CHUNK = old
+    monkeypatch.setattr(retention, "CHUNK", 100)  # many small chunks: the pruners interleave
+    monkeypatch.setattr(retention, "MAX_CHUNK", 100)
+    results: list[int] = []
+    threads = [
+        threading.Thread(target=lambda s=s: results.append(s.prune_context(T0))) for s in (a, b)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     assert sum(results) == 2999  # all but the record at T0 itself; none deleted twice
     assert a.context_counts()["logs"] == 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -352,4 +353,24 @@ def test_bursts_of_new_reader_threads_do_not_open_more_files(db_path: str) -> No
     # The writer and at most MAX_READERS readers, each with the database, -wal and -shm.
     assert open_on_the_database() <= 3 * (MAX_READERS + 1)
     assert len(store.dialect._readers) <= MAX_READERS
+    store.close()
+
+
+def test_the_wal_is_checkpointed_in_the_background_not_in_commits(db_path: str) -> None:
+    from engine.store.sqlite_checkpoint import BACKSTOP_PAGES, INTERVAL
+
+    store = SQLiteStore(db_path)
+    # The writer checkpoints inside a commit only as a backstop, far past SQLite's default.
+    pages = store.dialect._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    assert pages == BACKSTOP_PAGES > 1_000
+    # ~4 MB in a few commits: below the backstop, so no commit checkpoints. Data reaches
+    # the database file only through a checkpoint: the background thread's.
+    before = Path(db_path).stat().st_size
+    text = "x" * 2_000
+    for _ in range(5):
+        store.add_context([NewContext("logs", f"s{i}", T0, {"message": text}) for i in range(400)])
+    deadline = time.monotonic() + 20 * INTERVAL + 5
+    while Path(db_path).stat().st_size < before + 3_000_000 and time.monotonic() < deadline:
+        time.sleep(INTERVAL)
+    assert Path(db_path).stat().st_size >= before + 3_000_000, "the WAL was not checkpointed"
     store.close()
