@@ -170,6 +170,9 @@ def build_db(path: Path, plan: Plan, batch: int = 50_000) -> dict[str, Any]:
         chunk.extend(plant[kind])
         conn.executemany(SQL[kind], chunk)
         n += len(chunk)
+        # The store keeps its counts (engine.store.tallies); rows inserted behind its back
+        # are added to them here.
+        conn.execute("UPDATE tallies SET n = n + ? WHERE name = ?", (n, f"context.{kind}"))
         conn.execute("COMMIT")
         written[kind] = n
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

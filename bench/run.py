@@ -37,7 +37,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import collectors, datagen, handwritten, many_open, retention
+from bench import collectors, datagen, handwritten, many_open, retention, stats_scale
 from bench.http import Client, load_worker
 from engine.rules.aggregate import nearest_rank
 from engine.testing import ServerProcess
@@ -68,6 +68,9 @@ class Mode:
 
 # Open incidents on the "many" server of the open-incidents section (bench/open_incidents.py).
 MANY_OPEN = {"full": 10_000, "quick": 2_000, "smoke": 200}
+
+# Incidents in the store of the /api/stats and /metrics section (bench/stats_scale.py).
+STATS_INCIDENTS = {"full": 1_000_000, "quick": 100_000, "smoke": 2_000}
 
 # Incidents kept open during the latency run: each alert's resolution follows 50 alerts
 # later (a busy on-call). The incident rule reads every open incident (up to 500), so this
@@ -776,6 +779,18 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "detail": f"{many['many_open']['p99_ms']} vs {many['few_open']['p99_ms']} ms",
             }
         )
+    scale = result.get("stats_scale")
+    if scale:
+        for path in ("/api/stats", "/metrics"):
+            rows.append(
+                {
+                    "name": f"GET {path} p99 <= 5 ms with {scale['incidents']:,} incidents",
+                    "target": 5.0,
+                    "measured": scale[path]["p99_ms"],
+                    "unit": "ms",
+                    "detail": f"p50 {scale[path]['p50_ms']} ms",
+                }
+            )
     prune = result.get("prune")
     if prune and prune["p99_ratio"] is not None:
         rows.append(
@@ -1012,6 +1027,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             summarize=summary_ms,
             post=lambda client, alerts: post_alerts(client, alerts)[0],
             log=log,
+        )
+        result["stats_scale"] = stats_scale.stats_section(
+            STATS_INCIDENTS[mode.name], work, t0, summarize=summary_ms, log=log
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

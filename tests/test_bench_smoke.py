@@ -21,6 +21,9 @@ SECTIONS = (
     "interpreter",
     "ingest",
     "memory",
+    "prune",
+    "open_incidents",
+    "stats_scale",
     "targets",
 )
 
@@ -74,7 +77,12 @@ def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
     assert ingest["best"]["raw_records_per_s"] > 0
     assert {"VmHWM", "store_mib_per_million_records"} <= result["memory"].keys()
 
-    assert len(result["targets"]) == 8
+    # The prune of the smoke store is over before an alert is timed: no ratio, no row.
+    assert result["prune"]["prune_seconds"] is not None
+    assert result["open_incidents"]["many_open"]["open_incidents_before"] >= 200
+    assert result["stats_scale"]["incidents"] == 2_000
+    assert {"p50_ms", "p99_ms"} <= result["stats_scale"]["/metrics"].keys()
+    assert len(result["targets"]) == 11
     for target in result["targets"]:
         assert {"name", "target", "measured", "pass"} <= target.keys()
 

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from engine.delivery.outbox import UNCONFIRMED
 from engine.delivery.service import DeliveryService
-from engine.store.base import Delivery, RetryRefused
+from engine.store.base import Delivery, RetryRefused, Store
 from engine.store.outbox import STATUSES
 from engine.timeutil import format_ts, utcnow
 
@@ -129,10 +129,9 @@ async def retry_delivery(request: Request) -> Response:
     return JSONResponse(delivery_summary(queued))
 
 
-async def delivery_stats(request: Request) -> dict[str, Any]:
+def delivery_stats(store: Store) -> dict[str, Any]:
     """The `dead_letters` part of /api/stats: the newest few (the count is in `outbox`)."""
-    dead = await run_in_threadpool(request.app.state.ip.store.dead_deliveries, 5)
-    return {"dead_letters": [delivery_summary(d) for d in dead]}
+    return {"dead_letters": [delivery_summary(d) for d in store.dead_deliveries(5)]}
 
 
 def delivery_routes() -> list[Route]:

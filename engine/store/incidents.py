@@ -371,24 +371,3 @@ def add_findings(
 def set_narration(conn: Conn, incident_id: str, narration: dict[str, Any]) -> bool:
     sql = "UPDATE incidents SET narration = ? WHERE id = ?"
     return conn.execute(sql, (codec.dumps(narration), incident_id)).rowcount > 0
-
-
-def counts(conn: Conn) -> dict[str, dict[str, int]]:
-    """The `alerts` and `incidents` parts of stats()."""
-    by_status = {
-        s: n for s, n in conn.execute("SELECT status, COUNT(*) FROM alerts GROUP BY status")
-    }
-    firing, resolved = by_status.get("firing", 0), by_status.get("resolved", 0)
-    incidents = {"open": 0, "resolved": 0, "total": 0, "repeats": 0, "attached": 0}
-    for status, count, repeats, attached in conn.execute(
-        "SELECT status, COUNT(*), SUM(repeat_count), SUM(attached_count) FROM incidents"
-        " GROUP BY status"
-    ):
-        incidents[status] = count
-        incidents["total"] += count
-        incidents["repeats"] += int(repeats)
-        incidents["attached"] += int(attached)
-    return {
-        "alerts": {"firing": firing, "resolved": resolved, "total": firing + resolved},
-        "incidents": incidents,
-    }

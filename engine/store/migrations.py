@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from engine.store import tallies
 from engine.store.dialect import Dialect
 
 # What differs, per engine:
@@ -50,9 +51,13 @@ DDL_WORDS: dict[str, dict[str, str]] = {
 @dataclass(frozen=True)
 class Migration:
     name: str
-    ddl: str  # with {serial}, {real}, ... from DDL_WORDS
+    # One text with {serial}, {real}, ... from DDL_WORDS; or, where the engines' DDL has
+    # little in common (triggers), a function of the engine's name that writes it.
+    ddl: str | Callable[[str], str]
 
     def sql(self, dialect_name: str) -> str:
+        if callable(self.ddl):
+            return self.ddl(dialect_name)
         return self.ddl.format(**DDL_WORDS[dialect_name])
 
 
@@ -195,6 +200,9 @@ CREATE INDEX incidents_resolved_at ON incidents (resolved_at) WHERE status = 're
 CREATE INDEX deliveries_incident ON deliveries (incident_id);
 """,
     ),
+    # Kept counts for /metrics and /api/stats (engine.store.tallies): seeded from the
+    # tables as they are, then kept by triggers and by the store's context writes.
+    Migration("0008_tallies", tallies.migration_ddl),
 )
 MIGRATION_NAMES: tuple[str, ...] = tuple(m.name for m in MIGRATIONS)
 

@@ -180,10 +180,3 @@ def oldest_pending(conn: Conn) -> float | None:
         "SELECT MIN(created_at) FROM deliveries WHERE status IN ('pending', 'sending')"
     ).fetchone()
     return None if row is None or row[0] is None else float(row[0])
-
-
-def counts(conn: Conn) -> dict[str, int]:
-    by_status = {
-        s: n for s, n in conn.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
-    }
-    return {status: by_status.get(status, 0) for status in STATUSES}

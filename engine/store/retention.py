@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from engine.model import CONTEXT_KINDS
+from engine.store import tallies
 from engine.store.dialect import Conn, Dialect
 
 INCIDENT_CHUNK = 50  # incidents in the first chunk (each also takes its alerts and deliveries)
@@ -105,4 +106,12 @@ def _prune_by(dialect: Dialect, table: str, column: str, cutoff: float) -> int:
         f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {column} < ?"
         f" ORDER BY {column} LIMIT ?{dialect.skip_locked})"
     )
-    return paced(lambda n: dialect.write(lambda c: c.execute(sql, (cutoff, n)).rowcount))
+    counted = f"context.{table}" if table in CONTEXT_KINDS else None
+
+    def chunk(conn: Conn, limit: int) -> int:
+        n = int(conn.execute(sql, (cutoff, limit)).rowcount)
+        if counted:
+            tallies.add(conn, dialect.name, counted, -n)
+        return n
+
+    return paced(lambda n: dialect.write(lambda c: chunk(c, n)))

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.model import CONTEXT_KINDS, Alert, ContextRecord, Finding, Incident
-from engine.store import codec, incidents, outbox, pulls, retention
+from engine.store import codec, incidents, outbox, pulls, retention, tallies
 from engine.store.base import (
     AlertOutcome,
     Delivery,
@@ -72,6 +72,7 @@ class SQLStore:
     def reset_for_tests(self) -> None:
         """Empty every table and restart the ids (tests only)."""
         self.dialect.reset([*CONTEXT_KINDS, "pulls", "deliveries", "alerts", "incidents"])
+        self.dialect.write(lambda conn: conn.execute("UPDATE tallies SET n = 0"))
 
     # --- context -------------------------------------------------------------------
     def add_context(self, records: Sequence[NewContext]) -> list[ContextRecord]:
@@ -93,6 +94,7 @@ class SQLStore:
         def work(conn: Conn) -> None:
             for kind, kind_rows in rows.items():
                 if kind_rows:
+                    tallies.add(conn, self.dialect.name, f"context.{kind}", len(kind_rows))
                     new_ids = self.dialect.insert_context(conn, kind, kind_rows)
                     for rid, i in zip(new_ids, order[kind], strict=True):
                         ids[i] = rid
@@ -153,8 +155,7 @@ class SQLStore:
         }
 
     def context_counts(self) -> dict[str, int]:
-        with self.dialect.read(snapshot=True) as conn:
-            return _context_counts(conn)
+        return self.stats()["context"]
 
     def oldest_context_ts(self) -> datetime | None:
         sql = " UNION ALL ".join(f"SELECT MIN(ts) FROM {k}" for k in CONTEXT_KINDS)
@@ -285,12 +286,9 @@ class SQLStore:
             return pulls.get(conn, pull_id)
 
     def stats(self) -> dict[str, Any]:
-        with self.dialect.read(snapshot=True) as conn:
-            return {
-                **incidents.counts(conn),
-                "context": _context_counts(conn),
-                "outbox": outbox.counts(conn),
-            }
+        """From the kept counts (engine.store.tallies): one small query at any size."""
+        with self.dialect.read() as conn:
+            return tallies.as_stats(tallies.read(conn))
 
     # --- delivery outbox ---------------------------------------------------------
     def claim_deliveries(
@@ -350,7 +348,3 @@ class SQLStore:
         with self.dialect.read() as conn:
             oldest = outbox.oldest_pending(conn)
         return None if oldest is None else from_epoch(oldest)
-
-
-def _context_counts(conn: Conn) -> dict[str, int]:
-    return {k: conn.execute(f"SELECT COUNT(*) FROM {k}").fetchone()[0] for k in CONTEXT_KINDS}
