@@ -15,6 +15,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from engine.server.connections import raise_fd_limit
+from engine.server.limits import Limits
+
 
 async def noop(request: Request) -> Response:
     await request.body()  # read the body, as the real endpoint does
@@ -39,7 +42,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     # The same keyword arguments as engine.server.run.serve (log level "info", no access
-    # log unless debug, 30 s graceful shutdown).
+    # log unless debug, 30 s graceful shutdown, the default connection limits).
     uvicorn.run(
         create_app(),
         host="127.0.0.1",
@@ -47,6 +50,7 @@ def main() -> None:
         log_level="info",
         access_log=False,
         timeout_graceful_shutdown=30,
+        **Limits().uvicorn_options(raise_fd_limit()),
     )
 
 

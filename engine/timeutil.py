@@ -6,9 +6,13 @@ import re
 from datetime import UTC, datetime, timedelta
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
+# ASCII digits only (re.ASCII: \d would match full-width and other Unicode digits), 0 to 9
+# fractional digits (nanoseconds, as Go writes them), offsets checked in parse_ts.
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$",
+    re.ASCII,
 )
+MAX_OFFSET = timedelta(hours=14)  # the widest offset in use (UTC+14:00, Line Islands)
 # Go's zero time: Alertmanager's way of saying "no end".
 GO_ZERO_YEAR = 1
 
@@ -56,19 +60,25 @@ def format_duration(seconds: float) -> str:
 
 
 def parse_ts(text: str) -> datetime:
-    """Parse an RFC 3339 timestamp (0 to 9 fractional digits) into an aware UTC datetime."""
+    """Parse an RFC 3339 timestamp (0 to 9 fractional digits, an offset within ±14:00) into
+    an aware UTC datetime."""
     if not isinstance(text, str):
         raise TimeFormatError(f"expected an RFC 3339 timestamp string, got {type(text).__name__}")
     m = _RFC3339.match(text.strip())
     if not m:
-        raise TimeFormatError(f"{text!r} is not an RFC 3339 timestamp (e.g. 2026-01-31T12:00:00Z)")
+        raise TimeFormatError(f"{text!r} is not an RFC 3339 timestamp{_why(text)}")
     year, month, day, hour, minute, second, frac, tz = m.groups()
     micro = int((frac[1:] + "000000")[:6]) if frac else 0
     if tz in ("Z", "z"):
         offset = timedelta(0)
     else:
         sign = 1 if tz[0] == "+" else -1
-        offset = sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6]))
+        hours, minutes = int(tz[1:3]), int(tz[4:6])
+        offset = sign * timedelta(hours=hours, minutes=minutes)
+        if minutes > 59 or abs(offset) > MAX_OFFSET:
+            raise TimeFormatError(
+                f"{text!r} has an invalid offset {tz}: offsets are -14:00 to +14:00"
+            )
     try:
         naive = datetime(
             int(year), int(month), int(day), int(hour), int(minute), int(second), micro
@@ -81,6 +91,19 @@ def parse_ts(text: str) -> datetime:
         return (naive - offset).replace(tzinfo=UTC)
     except OverflowError:  # 9999-12-31T23:59:59-01:00 is past datetime.max in UTC
         raise TimeFormatError(f"{text!r} is out of the supported range") from None
+
+
+_FRACTION = re.compile(r"\.(\d+)", re.ASCII)
+
+
+def _why(text: str) -> str:
+    """What makes `text` not RFC 3339, where it is one of the less obvious reasons."""
+    if not text.isascii():
+        return " (only ASCII characters and digits 0-9)"
+    fraction = _FRACTION.search(text)
+    if fraction and len(fraction.group(1)) > 9:
+        return " (at most 9 fractional digits)"
+    return " (e.g. 2026-01-31T12:00:00Z)"
 
 
 def is_go_zero(ts: datetime) -> bool:

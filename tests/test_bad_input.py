@@ -13,6 +13,7 @@ from engine.narrate import StdoutReporter
 from engine.paths import rules_dir
 from engine.server.settings import ServeSettings
 from engine.testing import AppClient, make_alert, make_webhook, open_app, printed, ts
+from tests.store import pg
 
 JSON = {"content-type": "application/json"}
 NDJSON = {"content-type": "application/x-ndjson"}
@@ -39,7 +40,13 @@ CASES: list[tuple[str, str, str, dict[str, str], bytes, int, str | None, str]] =
     ("nan", "POST", "/context/traces", JSON, b'{"trace_id":"t","service":"s","duration_ms":NaN}', 400, None, "NaN"),
     ("infinity", "POST", "/context/traces", JSON, b'{"trace_id":"t","service":"s","duration_ms":-Infinity}', 400, None, "-Infinity"),
     ("huge-integer", "POST", "/context/traces", JSON, b'{"trace_id":"t","service":"s","duration_ms":' + b"9" * 5000 + b"}", 400, None, "invalid JSON"),
-    ("overflow-float", "POST", "/context/traces", JSON, b'{"trace_id":"t","service":"s","duration_ms":1e400}', 400, "body.duration_ms", "between 0 and 1e12"),
+    ("overflow-float", "POST", "/context/traces", JSON, b'{"trace_id":"t","service":"s","duration_ms":1e400}', 400, None, "1e400 is out of range: numbers must be finite"),
+    ("overflow-float-nested", "POST", "/context/logs", JSON, b'{"service":"s","message":"m","x":[[1,[-1e999]]]}', 400, None, "-1e999 is out of range"),
+    ("overflow-float-alert", "POST", "/alerts", JSON, b'{"labels":{"alertname":"a"},"x":1e999}', 400, None, "1e999 is out of range"),
+    ("overflow-float-envelope", "POST", "/alerts", JSON, b'{"alerts":[{"labels":{"alertname":"a"},"v":[-1e999]}]}', 400, None, "finite"),
+    ("overflow-float-ndjson", "POST", "/context/logs", NDJSON, j(LOG) + b'\n{"service":"s","message":"m","v":1e400}\n', 400, None, "line 2: the number 1e400"),
+    ("nan-nested-deploy", "POST", "/context/deploys", JSON, b'{"service":"s","commit":"c","meta":{"a":[NaN]}}', 400, None, "NaN is not valid JSON"),
+    ("infinity-resolve", "POST", "/api/incidents/inc-1/resolve", JSON, b'{"note":"x","n":Infinity}', 400, None, "Infinity"),
     # content type
     ("xml-alert", "POST", "/alerts", {"content-type": "application/xml"}, b"<alert/>", 415, None, "application/json"),
     ("xml-context", "POST", "/context/deploys", {"content-type": "application/xml"}, j(DEPLOY), 415, None, "application/x-ndjson"),
@@ -100,6 +107,15 @@ CASES: list[tuple[str, str, str, dict[str, str], bytes, int, str | None, str]] =
     ("starts-at-future", "POST", "/alerts", JSON, j(make_alert(starts_at="2999-01-01T00:00:00Z")), 400, "alert.startsAt", "in the future"),
     ("ends-at-bad", "POST", "/alerts", JSON, j({**make_alert(), "endsAt": "soon"}), 400, "alert.endsAt", "RFC 3339"),
     ("since-bad", "GET", "/api/incidents?since=2026-11-27", {}, b"", 400, "since", "RFC 3339"),
+    ("ts-offset-99", "POST", "/context/logs", JSON, j({**LOG, "ts": "2026-11-27T15:00:00+99:99"}), 400, "body.ts", "offsets are -14:00 to +14:00"),
+    ("ts-offset-24", "POST", "/context/deploys", JSON, j({**DEPLOY, "when": "2026-11-27T15:00:00+24:00"}), 400, "body.when", "offsets are -14:00 to +14:00"),
+    ("ts-offset-minutes", "POST", "/context/logs", JSON, j({**LOG, "ts": "2026-11-27T15:00:00-05:60"}), 400, "body.ts", "invalid offset -05:60"),
+    ("starts-at-offset", "POST", "/alerts", JSON, j({**make_alert(), "startsAt": "2026-11-27T15:00:00+14:30"}), 400, "alert.startsAt", "offsets are -14:00 to +14:00"),
+    ("ts-ten-digits", "POST", "/context/logs", JSON, j({**LOG, "ts": "2026-11-27T15:00:00.1234567890Z"}), 400, "body.ts", "at most 9 fractional digits"),
+    ("ts-full-width", "POST", "/context/logs", JSON, j({**LOG, "ts": "\uff12\uff10\uff12\uff16-11-27T15:00:00Z"}), 400, "body.ts", "only ASCII"),
+    ("ts-arabic-digits", "POST", "/context/traces", JSON, j({**TRACE, "ts": "2026-11-27T15:00:00.\u0661\u0662Z"}), 400, "body.ts", "only ASCII"),
+    ("since-full-width", "GET", "/api/incidents?since=2026-11-27T15:00:0%EF%BC%90Z", {}, b"", 400, "since", "only ASCII"),
+    ("since-offset", "GET", "/api/incidents?since=2026-11-27T15:00:00%2B99:99", {}, b"", 400, "since", "offsets are"),
     # bytes that are not UTF-8 text
     ("latin-1", "POST", "/context/logs", JSON, b'{"service":"s","message":"caf\xe9"}', 400, None, "not valid UTF-8"),
     ("binary", "POST", "/alerts", JSON, bytes(range(128, 256)), 400, None, "not valid UTF-8 (bad byte at offset 0)"),
@@ -120,10 +136,30 @@ CASES: list[tuple[str, str, str, dict[str, str], bytes, int, str | None, str]] =
     # paths
     ("bad-incident-id", "GET", "/api/incidents/inc%20x", {}, b"", 400, "id", "invalid incident id"),
     ("bad-record-id", "GET", "/api/context/logs/-1", {}, b"", 400, "id", "positive whole number"),
+    ("record-id-past-int64", "GET", "/api/context/logs/9223372036854775808", {}, b"", 404, "id", "no logs record"),
+    ("record-id-int64-max", "GET", "/api/context/traces/9223372036854775807", {}, b"", 404, "id", "no traces record"),
+    ("pull-id-past-int64", "GET", "/api/pulls/9223372036854775808", {}, b"", 404, "id", "no pull"),
     ("unknown-kind", "POST", "/context/metrics", JSON, j(LOG), 404, None, "unknown context kind"),
     ("unknown-incident", "GET", "/api/incidents/inc-000000000000", {}, b"", 404, "id", "no incident"),
     ("resolve-unknown", "POST", "/api/incidents/inc-000000000000/resolve", {}, b"", 404, "id", "no incident"),
     ("wrong-method", "GET", "/alerts", {}, b"", 405, None, "Method Not Allowed"),
+]
+# fmt: on
+
+
+# Odd but valid: accepted (2xx) and stored. (id, method, path, headers, body, status)
+# fmt: off
+ACCEPTED: list[tuple[str, str, str, dict[str, str], bytes, int]] = [
+    ("largest-float", "POST", "/context/logs", JSON, b'{"service":"s","message":"m","x":1.7976931348623157e308}', 200),
+    ("negative-zero", "POST", "/context/logs", JSON, b'{"service":"s","message":"m","x":[-0.0,[-1e308]]}', 200),
+    ("underflow", "POST", "/context/traces", JSON, b'{"trace_id":"u","service":"s","duration_ms":1e-400}', 200),
+    ("long-integer", "POST", "/context/logs", JSON, b'{"service":"s","message":"m","n":' + b"9" * 4000 + b"}", 200),
+    ("integer-past-int64", "POST", "/context/deploys", JSON, b'{"service":"s","commit":"c","n":[18446744073709551616,-9223372036854775809]}', 200),
+    ("offset-plus-14", "POST", "/context/logs", JSON, j({**LOG, "ts": "2026-11-27T15:00:00.123456789+14:00"}), 200),
+    ("offset-minus-14", "POST", "/context/deploys", JSON, j({**DEPLOY, "when": "2026-11-27T15:00:00-14:00"}), 200),
+    ("full-width-text", "POST", "/context/logs", JSON, j({**LOG, "message": "\uff12\uff10\uff12\uff16 \U0001f525"}), 200),
+    ("nested-31", "POST", "/context/logs", JSON, j({**LOG, "x": json.loads("[" * 30 + "1.5e300" + "]" * 30)}), 200),
+    ("alert-offset", "POST", "/alerts", JSON, j({**make_alert(alertname="Odd"), "startsAt": "2026-11-27T15:00:00.5-13:59"}), 200),
 ]
 # fmt: on
 
@@ -193,6 +229,71 @@ def test_bad_input_leaves_stored_data_intact(seeded):
         r = api.request(method, path, headers=headers, content=body)
         assert 400 <= r.status_code < 500, (path, r.status_code, r.text[:200])
     assert _snapshot(api) == before
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def backend_db(request, tmp_path) -> Iterator[str]:
+    """A fresh store URL: a SQLite file, or a scratch PostgreSQL schema (dropped after)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "store.db")
+        return
+    dsn = pg.require_dsn()
+    schema = pg.new_schema_name("badinput")
+    try:
+        yield pg.with_schema(dsn, schema)
+    finally:
+        pg.drop_schema(dsn, schema)
+
+
+def test_everything_the_battery_stored_reads_back(make_app, backend_db):
+    """Send the whole battery, refused and accepted, to a fresh app; then read back every
+    record and incident it stored: each read answers 200 with valid JSON, never 500. On
+    both backends: ids past the 64-bit range are 404 there too (in the battery)."""
+    _, api = make_app(db=backend_db)
+    stored: dict[str, set[str]] = {}
+    for _, method, path, headers, body, *_ in CASES:
+        r = api.request(method, path, headers=headers, content=body)
+        assert 400 <= r.status_code < 500, (path, r.status_code, r.text[:200])
+    for name, method, path, headers, body, status in ACCEPTED:
+        r = api.request(method, path, headers=headers, content=body)
+        assert r.status_code == status, (name, r.status_code, r.text[:300])
+        if path.startswith("/context/"):
+            stored.setdefault(path.rsplit("/", 1)[1], set()).update(r.json()["ids"])
+    counts = api.get("/api/stats").json()["context"]
+    assert {k: len(v) for k, v in stored.items()} == {k: n for k, n in counts.items() if n}
+    reads = 0
+    for kind, ids in stored.items():
+        for rid in ids:
+            r = api.get(f"/api/context/{kind}/{rid}")
+            assert r.status_code == 200, (kind, rid, r.text[:300])
+            json.loads(r.text)  # strict JSON: no NaN or Infinity
+            reads += 1
+    incidents = api.get("/api/incidents?limit=1000").json()["incidents"]
+    assert incidents
+    for incident in incidents:
+        r = api.get(f"/api/incidents/{incident['id']}")
+        assert r.status_code == 200, r.text[:300]
+        reads += 1
+    for path in ("/api/incidents", "/api/stats", "/metrics", "/api/deliveries"):
+        assert api.get(path).status_code == 200, path
+    for far in ("9223372036854775807", "9223372036854775808", "9999999999999999999"):
+        for path in (f"/api/context/logs/{far}", f"/api/pulls/{far}"):
+            assert api.get(path).status_code == 404, path
+    assert reads == len(ACCEPTED)  # each accepted request stored one record or incident
+
+
+def test_a_405_names_the_allowed_methods(api):
+    for method, path, allowed in [
+        ("GET", "/alerts", {"POST"}),
+        ("DELETE", "/api/incidents", {"GET", "HEAD"}),
+        ("PUT", "/context/logs", {"POST"}),
+    ]:
+        r = api.request(method, path)
+        assert r.status_code == 405, r.text
+        assert {m.strip() for m in r.headers["allow"].split(",")} == allowed
+        assert r.json() == {"error": "Method Not Allowed"}
 
 
 def test_oversized_body_without_content_length_is_refused(make_app):
@@ -269,3 +370,27 @@ def test_markup_in_context_is_stored_verbatim(api):
 
 def test_reporter_stream_is_plain_text():
     assert StdoutReporter("text").fmt == "text"
+
+
+OTLP_LOG = (
+    b'{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":'
+    b'{"stringValue":"api"}}]},"scopeLogs":[{"logRecords":[{"severityText":"ERROR",'
+    b'"body":{"stringValue":"x"},"attributes":[{"key":"n","value":{"doubleValue":NUMBER}}]}]}]}]}'
+)
+LOKI = b'{"streams":[{"stream":{"service":"api"},"values":[["1764255600000000000","level=error x",{"m":NUMBER}]]}]}'
+
+
+@pytest.mark.parametrize("number", [b"1e999", b"-1e999", b"1e400", b"NaN", b"-Infinity"])
+@pytest.mark.parametrize(
+    ("path", "template"), [("/v1/logs", OTLP_LOG), ("/loki/api/v1/push", LOKI)]
+)
+def test_non_finite_numbers_are_refused_by_the_collector_endpoints(api, path, template, number):
+    before = api.get("/api/stats").json()["context"]["logs"]
+    r = api.post(path, content=template.replace(b"NUMBER", number), headers=JSON)
+    assert r.status_code == 400, r.text
+    assert "finite" in r.text
+    assert api.get("/api/stats").json()["context"]["logs"] == before
+    # the same body with a finite number is stored
+    r = api.post(path, content=template.replace(b"NUMBER", b"1.5e300"), headers=JSON)
+    assert r.status_code in (200, 204), r.text  # Loki's push answers 204
+    assert api.get("/api/stats").json()["context"]["logs"] == before + 1

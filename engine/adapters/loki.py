@@ -19,7 +19,6 @@ Mapping (docs/INGEST.md):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -30,6 +29,7 @@ from typing import Any
 import cramjam
 from google.protobuf.message import DecodeError
 
+from engine import finitejson
 from engine.adapters import compression, loki_push_pb2
 from engine.adapters.loki_labels import LABEL_NAME, LabelSyntaxError, parse_labels
 from engine.adapters.volume import normalise_level
@@ -114,7 +114,7 @@ def unsnappy(data: bytes, limit: int) -> bytes:
 
 def _json_streams(data: bytes) -> list[Stream]:
     try:
-        body = json.loads(data.decode("utf-8"))
+        body = finitejson.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise LokiError(
             400, f"the body is not valid UTF-8 (bad byte at offset {exc.start})"

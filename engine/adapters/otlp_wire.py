@@ -10,7 +10,6 @@ The mapping of the decoded messages to records is engine.adapters.otlp.
 from __future__ import annotations
 
 import base64
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,6 +21,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from engine import finitejson
 from engine.adapters.compression import DecompressionError, gunzip
 from engine.store.base import NewContext
 
@@ -125,7 +125,7 @@ def parse(raw: bytes, encoding: str, message: Message) -> None:
             raise OtlpError(400, f"the body is not a valid protobuf message: {exc}") from None
         return
     try:
-        document = json.loads(raw.decode("utf-8"))
+        document = finitejson.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise OtlpError(
             400, f"the body is not valid UTF-8 (bad byte at offset {exc.start})"

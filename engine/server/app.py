@@ -247,7 +247,9 @@ async def _client_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error(exc.status_code, str(exc.detail))
+    response = error(exc.status_code, str(exc.detail))
+    response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+    return response
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
+from engine import finitejson
+
+log = logging.getLogger("incident_pilot")
 MAX_DEPTH = 32
+# The status recorded (access log, metrics) when the client left before its body ended: a
+# client error (nginx's "client closed request"); nothing is sent, there is nobody to read it.
+CLIENT_CLOSED = 499
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Cheap pre-checks on the raw bytes (valid UTF-8, and valid JSON once json.loads accepted
 # it), so the walk over every value in _check_depth runs only when it could fail:
@@ -72,11 +79,19 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ClientError(400, "invalid Content-Length header") from None
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ClientError(413, f"request body is larger than the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ClientError(413, f"request body is larger than the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The client went away mid-body, or sent a malformed chunk (the HTTP parser has
+        # answered it 400 and closed the connection): the client's error, never a 500.
+        log.info("client closed the connection after %d bytes of the request body", size)
+        raise ClientError(
+            CLIENT_CLOSED, "the client closed the connection before the body ended"
+        ) from None
     return b"".join(chunks)
 
 
@@ -140,10 +155,6 @@ def _check_value(value: Any, raw: bytes, wrapped: bool) -> None:
     _check_depth(value)
 
 
-def _constant(name: str) -> Any:
-    raise ClientError(400, f"{name} is not valid JSON: numbers must be finite")
-
-
 def _decode(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
@@ -156,7 +167,9 @@ def _decode(raw: bytes) -> str:
 def _loads(text: str, where: str = "") -> Any:
     prefix = f"{where}: " if where else ""
     try:
-        return json.loads(text, parse_constant=_constant)
+        return finitejson.loads(text)
+    except finitejson.NonFiniteNumber as exc:
+        raise ClientError(400, f"{prefix}{exc}") from None
     except RecursionError:
         raise ClientError(400, f"JSON is nested more than {MAX_DEPTH} levels deep") from None
     except json.JSONDecodeError as exc:
@@ -186,7 +199,9 @@ def parse_json_body(raw: bytes, content_type: str, *, allow_ndjson: bool) -> Any
         ]
     else:
         try:
-            value = json.loads(text, parse_constant=_constant)
+            value = finitejson.loads(text)
+        except finitejson.NonFiniteNumber as exc:
+            raise ClientError(400, str(exc)) from None
         except RecursionError:
             raise ClientError(400, f"JSON is nested more than {MAX_DEPTH} levels deep") from None
         except json.JSONDecodeError as exc:

@@ -1,5 +1,6 @@
 """Request limits: body size per endpoint, alerts and records per request, labels, request
-time, header size, keep-alive and concurrency. Every one a flag and an INCIDENT_PILOT_* variable.
+time, header size and time, keep-alive, open connections and concurrent requests. Every one a
+flag and an INCIDENT_PILOT_* variable.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.alerts import AlertLimits
 from engine.ingest import ContextLimits
+from engine.server.connections import connection_cap, guarded_protocol
 
 ENV_PREFIX = "INCIDENT_PILOT_"
+BACKLOG = 4096  # pending connections the kernel queues (capped by net.core.somaxconn)
+RETRY_AFTER = 1  # seconds, on a 503 for a request over the concurrency limit
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,9 @@ class Limits:
     request_timeout: float = 30.0
     max_header_bytes: int = 16 * 1024
     keep_alive: float = 5.0
-    max_connections: int = 1000
+    header_timeout: float = 10.0
+    max_connections: int = 10_000
+    max_concurrent_requests: int = 1000
 
     def body_limit(self, endpoint: str, default: int) -> int:
         """The body limit of `endpoint` ("alerts" or "context"), else `default`."""
@@ -50,13 +56,20 @@ class Limits:
     def context_limits(self, **kw: Any) -> ContextLimits:
         return ContextLimits(max_records=self.max_records, **kw)
 
-    def uvicorn_options(self) -> dict[str, Any]:
-        """Keyword arguments for uvicorn.run that enforce the connection-level limits."""
+    def uvicorn_options(self, fd_limit: int) -> dict[str, Any]:
+        """Keyword arguments for uvicorn.run that enforce the connection-level limits, with
+        at most as many connections as `fd_limit` open files allow. Concurrent requests are
+        limited by ConcurrencyLimitMiddleware: uvicorn's own limit_concurrency would answer
+        503 to every request while idle connections alone are over it."""
         return {
-            "http": "h11",  # h11_max_incomplete_event_size is h11's; it also bounds headers
+            # h11 (h11_max_incomplete_event_size also bounds headers), with a head timeout
+            # and a connection cap that sheds idle connections (engine.server.connections)
+            "http": guarded_protocol(
+                self.header_timeout, connection_cap(self.max_connections, fd_limit)
+            ),
             "h11_max_incomplete_event_size": self.max_header_bytes,
             "timeout_keep_alive": self.keep_alive,
-            "limit_concurrency": self.max_connections or None,
+            "backlog": BACKLOG,
         }
 
 
@@ -72,7 +85,9 @@ _FLAGS: dict[str, tuple[str, str, str, str]] = {
     "--request-timeout": ("request_timeout", "float", "30", "seconds a request may take (then 408 while the body is still arriving, else 503; 0 = none)"),
     "--max-header-bytes": ("max_header_bytes", "size", "16k", "request line and headers together (larger: 431, or 400 from the HTTP parser)"),
     "--keep-alive": ("keep_alive", "float", "5", "seconds an idle keep-alive connection stays open"),
-    "--max-connections": ("max_connections", "int", "1000", "concurrent connections and requests before 503 (0 = unlimited)"),
+    "--header-timeout": ("header_timeout", "float", "10", "seconds a connection has to send a complete request line and headers, then it is closed (within the last tenth; 0 = none)"),
+    "--max-connections": ("max_connections", "int", "10000", "open connections; past it the longest-idle one is closed (0 = as many as the open-file limit allows)"),
+    "--max-concurrent-requests": ("max_concurrent_requests", "int", "1000", "requests handled at once; further ones get 503 with Retry-After (0 = unlimited)"),
 }  # fmt: skip
 
 
@@ -96,12 +111,17 @@ def limits_from_args(args: argparse.Namespace) -> Limits:
     return Limits(**{k: v for k, v in values.items() if v is not None})
 
 
-async def send_error(send: Send, status: int, message: str) -> None:
+async def send_error(
+    send: Send,
+    status: int,
+    message: str,
+    extra: tuple[tuple[bytes, bytes], ...] = ((b"connection", b"close"),),
+) -> None:
     body = json.dumps({"error": message}).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
+        *extra,
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -164,3 +184,37 @@ class TimeoutMiddleware:
                 else f"the request body did not arrive within {self.seconds:g}s"
             )
             await send_error(send, status, message)
+
+
+class ConcurrencyLimitMiddleware:
+    """Past `limit` requests in progress, a further request is answered 503 with
+    Retry-After at once; the requests within the limit go on. Probes and scrapes
+    (`exempt`: one request per interval each) are always answered, so a storm never reads
+    as the service being down. Connections without a request do not count."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        exempt: frozenset[str] = frozenset({"/healthz", "/readyz", "/metrics"}),
+    ) -> None:
+        self.app, self.limit, self.exempt = app, limit, exempt
+        self.active = 0  # one event loop: no lock needed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.limit <= 0 or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            await send_error(
+                send,
+                503,
+                f"the server is handling {self.limit} requests; retry after {RETRY_AFTER}s",
+                ((b"retry-after", str(RETRY_AFTER).encode()),),
+            )
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1

@@ -7,7 +7,11 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from engine.server.auth import AuthMiddleware
-from engine.server.limits import HeaderLimitMiddleware, TimeoutMiddleware
+from engine.server.limits import (
+    ConcurrencyLimitMiddleware,
+    HeaderLimitMiddleware,
+    TimeoutMiddleware,
+)
 from engine.server.logs import RequestLogMiddleware
 from engine.server.metrics import metrics_endpoint
 from engine.server.openapi import openapi_endpoint
@@ -26,8 +30,10 @@ def install_ops(app: Starlette, state: AppState) -> None:
             Route("/openapi.json", openapi_endpoint, methods=["GET"]),
         ]
     )
-    # add_middleware puts each one outside the previous: log, headers, auth, timeout, app.
+    # add_middleware puts each one outside the previous:
+    # log, concurrency, headers, auth, timeout, app.
     app.add_middleware(TimeoutMiddleware, seconds=limits.request_timeout)
     app.add_middleware(AuthMiddleware, tokens=state.tokens, metrics_auth=auth.metrics_auth)
     app.add_middleware(HeaderLimitMiddleware, max_bytes=limits.max_header_bytes)
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=limits.max_concurrent_requests)
     app.add_middleware(RequestLogMiddleware, on_done=state.metrics.request)

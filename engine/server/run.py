@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from engine.rulefiles import rule_dirs
 from engine.server.app import create_app
 from engine.server.auth import startup_check
+from engine.server.connections import raise_fd_limit
 from engine.server.logs import configure as configure_logs
 from engine.server.reload import install_sighup
 from engine.server.settings import settings_from_args
@@ -100,6 +101,7 @@ def serve(args: argparse.Namespace) -> int:
     secret_vars = [ref[4:] for ref in state.delivery.config.secrets if ref.startswith("env:")]
     for warning in unknown_variable_warnings(os.environ, known_variables(secret_vars)):
         log.warning("%s", warning)
+    fd_limit = raise_fd_limit()  # thousands of connections need as many descriptors
     log.info(
         "incident-pilot listening on http://%s:%d (store %s, %d rules from %s)",
         settings.host,
@@ -116,6 +118,6 @@ def serve(args: argparse.Namespace) -> int:
         access_log=False,  # engine.server.logs writes one access line per request
         log_config=None,  # keep the handlers configure_logs installed
         timeout_graceful_shutdown=30,
-        **settings.limits.uvicorn_options(),
+        **settings.limits.uvicorn_options(fd_limit),
     )
     return 0

@@ -65,9 +65,12 @@ def test_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.limits.body_limit("alerts", s.max_body) == 64 * 1024
     assert s.limits.body_limit("context", s.max_body) == 1024 * 1024
     assert s.limits.alert_limits().max_labels == 7
-    options = s.limits.uvicorn_options()
-    assert options["h11_max_incomplete_event_size"] == 8192 and options["http"] == "h11"
-    assert options["limit_concurrency"] == 1000 and options["timeout_keep_alive"] == 5
+    options = s.limits.uvicorn_options(fd_limit=20_000)
+    assert options["h11_max_incomplete_event_size"] == 8192
+    assert options["http"].head_timeout == 10 and options["http"].max_connections == 10_000
+    assert "limit_concurrency" not in options and options["timeout_keep_alive"] == 5
+    # never more connections than the open-file limit leaves room for
+    assert s.limits.uvicorn_options(fd_limit=1024)["http"].max_connections == 1024 - 64
 
 
 async def _call(app, receive_delay: float = 0.0) -> tuple[int, bytes]:
