@@ -1,4 +1,4 @@
-"""The five shipped rules (rules.d/*.yaml) written by hand in plain Python.
+"""The six shipped rules (rules.d/*.yaml) written by hand in plain Python.
 
 The yardstick for the YAML interpreter's overhead: the same store queries
 (`query_context` / `list_incidents`, same arguments) and the same findings, field for
@@ -18,8 +18,11 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
+import yaml
+
 from engine.links import incident_url
 from engine.model import Alert, Confidence, ContextRecord, Evidence, Finding, Incident, Severity
+from engine.paths import rules_dir
 from engine.rules.aggregate import nearest_rank
 from engine.rules.fetch import ContextReader
 from engine.rules.patterns import mask
@@ -291,9 +294,77 @@ def traces_tail_latency(alert: Alert, store: ContextReader, anchor: float) -> Fi
     )
 
 
-# --- all five, in the interpreter's (file) order -------------------------------------
+# --- dependency.upstream_failing --------------------------------------------------------
+
+# The dependency graph, read from the shipped table file as a hand-writer would.
+DEPENDENCIES: dict[str, list[str]] = (
+    yaml.safe_load((rules_dir() / "tables" / "dependencies.yaml").read_text("utf-8"))["entries"]
+    or {}
+)
+MAX_HOPS = 3
+
+
+def _upstream(service: str) -> dict[str, list[str]]:
+    """service -> the entries (keys) on the path to it, up to MAX_HOPS, nearest first."""
+    found: dict[str, list[str]] = {}
+    frontier = [(service, [])]
+    for _ in range(MAX_HOPS):
+        nxt = []
+        for key, path in frontier:
+            for dep in DEPENDENCIES.get(key, ()):
+                if dep != service and dep not in found:
+                    found[dep] = [*path, key]
+                    nxt.append((dep, found[dep]))
+        frontier = nxt
+    return found
+
+
+def dependency_upstream_failing(
+    alert: Alert, store: ContextReader, anchor: float
+) -> Finding | None:
+    service = alert.labels.get("service")
+    upstream = _upstream(service) if service is not None else {}
+    if not upstream:
+        return None
+    rows = store.list_incidents(
+        limit=None,
+        status="open",
+        since=alert.starts_at - timedelta(minutes=30),
+        any_of=[{"service": s} for s in upstream],
+    )
+    last = anchor + 60
+    live = [i for i in rows if i.opened_at.timestamp() <= last and i.service in upstream]
+    if not live:
+        return None
+    root = min(live, key=lambda i: i.opened_at.timestamp())
+    age = _age(anchor, root.opened_at.timestamp())
+    summary = (
+        f"A symptom of an upstream failure: {root.service}, which {service} depends on, has "
+        f'open incident {root.id} ("{root.title}", opened {_relative(age)} this alert started).'
+    )
+    suggestion = (
+        f"Work on {root.id} first; {service} should recover with {root.service}: "
+        f"`incident-pilot incidents show {root.id}`, or open {incident_url('', root.id)}."
+    )
+    evidence = [Evidence(root.path, _incident_snapshot(root))]
+    for key in upstream[root.service or ""]:
+        entry = {"key": key, "value": list(DEPENDENCIES[key])}
+        evidence.append(Evidence(f"tables/dependencies/{key}", entry))
+    return Finding(
+        "dependency.upstream_failing",
+        Severity.INFO,
+        Confidence.HIGH if age >= 0 else Confidence.MEDIUM,
+        summary,
+        suggestion,
+        tuple(evidence),
+        {"symptom_of": root.id},
+    )
+
+
+# --- all six, in the interpreter's (file) order ----------------------------------------
 
 RULES: tuple[tuple[str, Callable[..., Finding | None]], ...] = (
+    ("dependency.upstream_failing", dependency_upstream_failing),
     ("deploy.recent_correlated", deploy_recent_correlated),
     ("incident.duplicate_open", incident_duplicate_open),
     ("logs.error_spike", logs_error_spike),
@@ -308,7 +379,7 @@ def evaluate(
     ownership: Sequence[OwnershipEntry] = (),
     timings: dict[str, list[float]] | None = None,
 ) -> list[Finding]:
-    """The findings of the five rules for `alert`, like `evaluate_rules(...).findings`."""
+    """The findings of the six rules for `alert`, like `evaluate_rules(...).findings`."""
     anchor = alert.starts_at.timestamp()
     out: list[Finding] = []
     if timings is None:

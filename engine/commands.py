@@ -117,18 +117,15 @@ def replay(args: argparse.Namespace) -> int:
         scenario = Scenario.from_dict(
             {
                 "alert": {"labels": {"alertname": "replay"}},
-                **{k: v for k, v in context.items() if k in ("incidents", "ownership")},
+                **{k: v for k, v in context.items() if k in ("incidents", "ownership", "tables")},
                 "context": {k: v for k, v in context.items() if k in ("deploys", "logs", "traces")},
             },
             now=now,
         )
-    except (PayloadError, TimeFormatError, KeyError, TypeError) as exc:
+        ruleset = scenario.ruleset(ruleset, str(args.context))
+    except (PayloadError, TimeFormatError, KeyError, TypeError, ValueError) as exc:
         _err(f"invalid input: {exc}")
         return 1
-    if scenario.ownership is not None:
-        from dataclasses import replace
-
-        ruleset = replace(ruleset, ownership=scenario.ownership)
     store = open_store(":memory:")
     try:
         try:

@@ -156,6 +156,9 @@ class Incident:
     resolution: dict[str, Any] | None = None
     narration: dict[str, Any] | None = None
     last_notified_at: datetime | None = None
+    # Alerts attached as symptoms of this incident (a dependency cascade), oldest first:
+    # {fingerprint, service, alertname, startsAt, at, via, rule, merged_from}.
+    symptoms: tuple[dict[str, Any], ...] = ()
 
     @property
     def path(self) -> str:

@@ -9,9 +9,17 @@ from datetime import datetime, timedelta
 
 from engine.model import Alert, Finding, Severity
 from engine.rules.evaluate import RULE_ERROR_ID, Evaluation, evaluate_rules
-from engine.rules.grouping import duplicate_groups
+from engine.rules.grouping import cascade_of, duplicate_groups
 from engine.rules.ruleset import RuleSet
-from engine.store.base import AlertOutcome, IncidentDraft, NewDelivery, PlanDeliveries, Store
+from engine.store.base import (
+    AlertOutcome,
+    Cascade,
+    IncidentDraft,
+    NewDelivery,
+    PlanDeliveries,
+    Store,
+)
+from engine.store.firing import hold
 from engine.timeutil import utcnow
 
 # Alertmanager `severity` label values -> our ladder, so a critical alert with quiet rules
@@ -80,6 +88,7 @@ def build_draft(
     findings: list[Finding],
     incident_id: str | None = None,
     groups: tuple[dict[str, str], ...] = (),
+    cascade: Cascade | None = None,
 ) -> IncidentDraft:
     return IncidentDraft(
         id=incident_id or new_incident_id(),
@@ -90,6 +99,8 @@ def build_draft(
         findings=tuple(findings),
         duplicate_of=output(findings, "duplicate_of"),
         groups=groups,
+        symptom_of=output(findings, "symptom_of"),
+        cascade=cascade,
     )
 
 
@@ -130,10 +141,15 @@ class Pipeline:
             return AlertResult(alert, outcome)
         ruleset = self.rules()  # evaluations finish on the rule set they started with
         evaluation = evaluate_rules(ruleset, alert, self.store, public_url=self.settings.public_url)
+        scope = alert.as_scope()
         draft = build_draft(
-            alert, evaluation.findings, groups=duplicate_groups(ruleset, alert.as_scope())
+            alert,
+            evaluation.findings,
+            groups=duplicate_groups(ruleset, scope),
+            cascade=cascade_of(ruleset, scope, alert.starts_at, now),
         )
         plan, wait = self.plan, self.hold(ruleset) if self.hold is not None else 0.0
+        wait = max(wait, hold(draft))  # a dependent waits for its upstream's incident
         if plan is not None and wait > 0:
             plan = held(plan, wait)
         outcome = self.store.record_firing(

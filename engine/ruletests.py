@@ -123,11 +123,7 @@ def run_case(
         scenario = Scenario.from_dict(case, file=file)
         scenario.load_into(store)
         # The rule under test runs even when disabled: the test is about what it would say.
-        one = replace(
-            ruleset,
-            rules=(replace(rule, enabled=True),),
-            ownership=scenario.ownership if scenario.ownership is not None else ruleset.ownership,
-        )
+        one = replace(scenario.ruleset(ruleset, file), rules=(replace(rule, enabled=True),))
         evaluation = evaluate_rules(one, scenario.alert, store)
     except (PayloadError, TimeFormatError, KeyError, ValueError) as exc:
         result.diff = f"the scenario is invalid: {exc}"

@@ -15,7 +15,8 @@ from engine.alerts import parse_alert
 from engine.ingest import parse_record
 from engine.model import CONTEXT_KINDS, Alert
 from engine.pipeline import build_draft
-from engine.rules.ruleset import OwnershipEntry
+from engine.rules.ruleset import OwnershipEntry, RuleSet
+from engine.rules.tables import ownership_table, with_test_tables
 from engine.store.base import Store
 from engine.timeutil import format_ts, parse_relative, parse_ts
 
@@ -39,6 +40,7 @@ class Scenario:
     context: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
     incidents: Sequence[Mapping[str, Any]] = ()
     ownership: tuple[OwnershipEntry, ...] | None = None
+    tables: Mapping[str, Any] | None = None  # name -> entries, added to the rule set's
 
     @classmethod
     def from_dict(
@@ -58,7 +60,24 @@ class Scenario:
                 )
                 for e in raw["ownership"]
             )
-        return cls(now, alert, raw.get("context") or {}, raw.get("incidents") or (), ownership)
+        return cls(
+            now,
+            alert,
+            raw.get("context") or {},
+            raw.get("incidents") or (),
+            ownership,
+            raw.get("tables"),
+        )
+
+    def ruleset(self, base: RuleSet, file: str = "") -> RuleSet:
+        """`base` with this scenario's ownership entries and tables in place."""
+        ownership = self.ownership if self.ownership is not None else base.ownership
+        tables = dict(base.tables)
+        if self.ownership is not None:
+            owners = {e.service: (e.as_record(), e.file, 0) for e in self.ownership}
+            tables["ownership"] = ownership_table(owners)
+        tables = with_test_tables(tables, self.tables, file)
+        return replace(base, ownership=ownership, tables=tables)
 
     def load_into(self, store: Store) -> None:
         records = []

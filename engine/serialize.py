@@ -29,6 +29,7 @@ def incident_to_dict(inc: Incident) -> dict[str, Any]:
         "repeat_count": inc.repeat_count,
         "attached_count": inc.attached_count,
         "resolution": inc.resolution,
+        "symptoms": list(inc.symptoms),
         "alert": alert_to_dict(inc.alert),
         "findings": [f.to_dict() for f in inc.findings],
         "narration": inc.narration,

@@ -57,7 +57,7 @@ def test_get_incident_full_shape(api):
     assert set(inc) == {
         "id", "path", "status", "title", "severity", "service", "alertname", "team",
         "fingerprint", "opened_at", "last_seen", "resolved_at", "repeat_count",
-        "attached_count", "resolution", "alert", "findings", "narration",
+        "attached_count", "resolution", "symptoms", "alert", "findings", "narration",
     }  # fmt: skip
     assert inc["path"] == f"incidents/{incident_id}"
     assert (inc["status"], inc["severity"], inc["team"]) == ("open", "high", "edge")
@@ -242,7 +242,7 @@ def test_stats_shape_and_counts(api, am_fixture):
         "outbox", "dead_letters",
     }  # fmt: skip
     assert stats["dead_letters"] == []
-    assert stats["rules_loaded"] == 5
+    assert stats["rules_loaded"] == 6
     assert stats["alerts"] == {"firing": 1, "resolved": 1, "total": 2}
     assert stats["incidents"] == {
         "open": 1, "resolved": 1, "total": 2, "repeats": 1, "attached": 0,

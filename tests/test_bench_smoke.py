@@ -64,6 +64,7 @@ def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
     for key in ("with_store", "evaluation_cpu_only", "per_rule"):
         assert key in interp
     assert set(interp["per_rule"]) == {
+        "dependency.upstream_failing",
         "deploy.recent_correlated",
         "incident.duplicate_open",
         "logs.error_spike",

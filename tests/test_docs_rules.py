@@ -116,3 +116,37 @@ def test_the_example_rule_does_not_clash_with_the_shipped_rules() -> None:
     loaded = load_paths([ROOT / "rules.d", EXAMPLES])
     assert [p for p in loaded.problems if p.level == "error"] == []
     assert "logs.oom_killed" in {r.id for r in loaded.ruleset.rules}
+
+
+def _doc_block(marker: str) -> str:
+    """The ```yaml block of the doc that contains `marker`."""
+    text = DOC.read_text(encoding="utf-8")
+    for block in re.findall(r"```yaml\n(.*?)```", text, flags=re.S):
+        if marker in block:
+            return str(block)
+    raise AssertionError(f"no yaml block with {marker!r} in the doc")
+
+
+def test_the_join_walk_through_lints_clean_and_passes_its_tests(tmp_path: Path) -> None:
+    import shutil
+
+    rules = tmp_path / "rules.d"
+    shutil.copytree(ROOT / "rules.d", rules)
+    rule = _doc_block("id: dependency.dependents_alerting")
+    (rules / "dependency.dependents_alerting.yaml").write_text(rule, "utf-8")
+    tests = _doc_block("rule: dependency.dependents_alerting")
+    (rules / "dependency.dependents_alerting.test.yaml").write_text(tests, "utf-8")
+    loaded = load_paths([rules])
+    assert [str(p) for p in loaded.problems] == []
+    run = run_tests(loaded.ruleset, [rules / "dependency.dependents_alerting.test.yaml"])
+    assert run.problems == [] and len(run.results) == 3
+    assert all(r.passed for r in run.results), "\n".join(r.diff for r in run.failed)
+    # The lint example of step 5: the misspelt table, at the line and column shown.
+    broken = rule.replace("table: dependencies,", "table: dependecies,")
+    (rules / "dependency.dependents_alerting.yaml").write_text(broken, "utf-8")
+    shown = [str(p).replace(f"{rules}/", "") for p in load_paths([rules]).errors]
+    assert shown == [
+        "dependency.dependents_alerting.yaml:12:17: dependency.dependents_alerting: no table"
+        " 'dependecies' (known: dependencies, ownership; tables live in rules.d/tables/)"
+        " (at match.service.in.table)"
+    ]

@@ -157,11 +157,11 @@ def test_load_yaml_files(tmp_path: Path) -> None:
         ("window: {}\n", 6, "must not be empty (use before or after)"),
         ("window: {before: 5 minutes}\n", 6, '"5 minutes" is not a duration such as 90s, 10m'),
         ("params: {2x: 1}\n", 6, 'key "2x" is not a name made of letters, digits and _'),
-        ("params: {x: [1]}\n", 6, "expected a single value (text, a number, true/false or null), "
-         "got a list"),
+        ("outputs: {x: [1]}\n", 6, "must be a single value (text, a number, true/false or null) "
+         "or {table, key, ...}"),
         ("match: {service: {in: []}}\n", 6, "must not be an empty list"),
         ("evidence2: {limit: 500}\n", 6, 'unknown key "evidence2" (did you mean "evidence"?)'),
-        ("outputs: {team: {x: 1}}\n", 6, "expected a single value"),
+        ("outputs: {team: {x: 1}}\n", 6, 'missing required key "table"'),
         ("enabled:\n", 6, "expected true or false, got an empty value"),
     ],
 )  # fmt: skip

@@ -95,6 +95,7 @@ def test_replay_explain_shows_each_rule() -> None:
     assert proc.returncode == 0, proc.stderr
     explain = [line.strip() for line in proc.stdout.splitlines() if "explain " in line]
     assert explain == [
+        "explain dependency.upstream_failing: no; 0/0 records matched; no records matched",
         "explain deploy.recent_correlated: fired; 1/1 records matched",
         "explain incident.duplicate_open: no; 0/0 records matched; no records matched",
         "explain logs.error_spike: fired; 10/11 records matched",
@@ -108,6 +109,7 @@ def test_replay_explain_json() -> None:
     data = replay_json("--now", NOW, "--explain")
     rules = {e["rule"]: e for e in data["explain"]}
     assert set(rules) == {
+        "dependency.upstream_failing",
         "deploy.recent_correlated",
         "incident.duplicate_open",
         "logs.error_spike",

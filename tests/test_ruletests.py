@@ -117,6 +117,7 @@ def test_junit_report_of_a_passing_run(tmp_path: Path) -> None:
     cases = suite.findall("testcase")
     assert len(cases) == n
     assert {c.get("classname") for c in cases} == {
+        "dependency.upstream_failing",
         "deploy.recent_correlated",
         "incident.duplicate_open",
         "logs.error_spike",

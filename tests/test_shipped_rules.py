@@ -32,8 +32,9 @@ def loaded():
     return load_paths([RULES])
 
 
-def test_the_five_rules_are_shipped() -> None:
+def test_the_shipped_rules() -> None:
     assert sorted(RULE_IDS) == [
+        "dependency.upstream_failing",
         "deploy.recent_correlated",
         "incident.duplicate_open",
         "logs.error_spike",
@@ -46,6 +47,7 @@ def test_shipped_rules_lint_without_errors_or_warnings(loaded) -> None:
     assert [str(p) for p in loaded.problems] == []
     assert sorted(r.id for r in loaded.ruleset.rules) == sorted(RULE_IDS)
     assert {o.service for o in loaded.ruleset.ownership} >= {"api-gateway", "checkout-api"}
+    assert sorted(loaded.ruleset.tables) == ["dependencies", "ownership"]
 
 
 @pytest.mark.parametrize("rule_file", RULE_FILES, ids=lambda p: p.stem)

@@ -172,7 +172,7 @@ class PullRunner:
         spec = rule.pull
         assert spec is not None
         try:
-            scope = base_scope(rule, alert_scope, self.public_url)
+            scope = base_scope(rule, alert_scope, public_url=self.public_url)
             query = spec.render(scope)
             if query is None:
                 return None  # a var the alert lacks: the rule does not apply

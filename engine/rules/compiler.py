@@ -16,11 +16,13 @@ from typing import Any
 from jinja2 import Template, TemplateNotFound, TemplateSyntaxError
 
 from engine.rules.aggregate import RECORD_AGGREGATIONS, Aggregator, kind_of, make_aggregator
-from engine.rules.conditions import Condition, ConditionCompiler, Value, split_path
+from engine.rules.conditions import MISSING, Condition, ConditionCompiler, Value, lookup, split_path
+from engine.rules.lookups import Lookup, LookupCompiler, joins_of
 from engine.rules.problems import CompileProblem, KeyPath
 from engine.rules.pullspec import PULL_FIELDS, PULL_SNAPSHOT_FIELDS, PullSpec, compile_pull
 from engine.rules.pushdown import Pushdown
 from engine.rules.pushdown import derive as derive_pushdown
+from engine.rules.tables import Table
 from engine.rules.templating import environment
 from engine.timeutil import TimeFormatError, parse_duration
 
@@ -74,11 +76,12 @@ class Step:
 
 @dataclass(frozen=True)
 class EvidenceSpec:
-    kind: str  # "records" | "alert" | "param"
+    kind: str  # "records" | "alert" | "param" | "table"
     target: tuple[str, ...]
     limit: int = 10
     fields: tuple[str, ...] = ()
     when: Condition | None = None
+    entry: Lookup | None = None  # kind "table": the entry cited
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,9 @@ class CompiledRule:
     outputs: tuple[tuple[str, Value], ...]
     templates: Mapping[str, str] = field(default_factory=dict)  # name -> source text, for lint
     pull: PullSpec | None = None  # prometheus / loki: run after the commit (engine.pull)
+    # (record field, lookup) of `match` tests whose values come from a table: a cited
+    # record also cites the table entries that linked it.
+    joins: tuple[tuple[tuple[str, ...], Lookup], ...] = ()
 
 
 class _Names:
@@ -146,8 +152,10 @@ class _Names:
         return f"unknown name {head!r} (known here: {', '.join(known)})"
 
     def _check_param(self, path: tuple[str, ...]) -> str | None:
-        if len(path) != 2 or path[1] not in self.params:
+        if len(path) < 2 or path[1] not in self.params:
             return f"no param {'.'.join(path[1:])!r} in this rule's params"
+        if len(path) > 2 and lookup(self.params, path[1:]) is MISSING:
+            return f"param {path[1]!r} has no {'.'.join(path[2:])!r}"
         return None
 
     def record_field(self, path: tuple[str, ...]) -> str | None:
@@ -203,9 +211,14 @@ def _compile_template(
 
 
 def compile_rule(
-    doc: Mapping[str, Any], *, file: str, template_dirs: Sequence[Path] = ()
+    doc: Mapping[str, Any],
+    *,
+    file: str,
+    template_dirs: Sequence[Path] = (),
+    tables: Mapping[str, Table] | None = None,
 ) -> tuple[CompiledRule | None, list[CompileProblem]]:
-    """Compile a schema-valid rule document. Returns (None, problems) when it has errors."""
+    """Compile a schema-valid rule document. Returns (None, problems) when it has errors.
+    `tables`: the lookup tables the rule may name (None: not checked)."""
     problems: list[CompileProblem] = []
     source = doc["source"]
     params = dict(doc.get("params") or {})
@@ -214,6 +227,8 @@ def compile_rule(
         names.record_field, names.ref_before_aggregation, problems
     )
     scope_conditions = ConditionCompiler(names.ref_in_scope, names.ref_in_scope, problems)
+    for conditions in (record_conditions, scope_conditions):
+        conditions.extended = LookupCompiler(conditions, tables, params, problems)
 
     match = record_conditions.block(doc["match"], ("match",)) if "match" in doc else None
     read = match.fields() if match is not None else None
@@ -272,6 +287,7 @@ def compile_rule(
         )
 
     evidence = _evidence_list(doc.get("evidence"), ("evidence",), scope_conditions, names, problems)
+    joins = tuple(joins_of(match)) if match is not None else ()
     has_ladder_evidence = any(step.evidence for _, steps in lets for step in steps)
     if not evidence and not has_ladder_evidence:
         problems.append(
@@ -311,6 +327,7 @@ def compile_rule(
         outputs=tuple(outputs),
         templates=texts,
         pull=pull,
+        joins=joins,
     )
     return rule, problems
 
@@ -402,6 +419,10 @@ def _evidence_list(
                 if problem:
                     problems.append(CompileProblem((*where, "fields"), problem, "unknown-field"))
             out.append(EvidenceSpec("records", target, item.get("limit", 10), fields, when))
+        elif "table" in item:
+            entry = compiler.value({"table": item["table"], "key": item["key"]}, where)
+            if isinstance(entry, Lookup):
+                out.append(EvidenceSpec("table", (item["table"],), when=when, entry=entry))
         elif "alert" in item:
             target = split_path(item["alert"])
             problem = names.check_alert_path(target)

@@ -10,13 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 from engine.rules.problems import CompileProblem, KeyPath
+from engine.rules.values import MISSING, plain_text, to_number
 from engine.timeutil import TimeFormatError, is_duration, parse_duration
-
-MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()
 
 Scope = Mapping[str, Any]
 # A field path -> the function reading it from a subject (Condition.bind).
@@ -49,6 +47,7 @@ class Value:
 
     literal: Any = None
     ref: tuple[str, ...] | None = None
+    spread: ClassVar[bool] = False  # True: gives the whole list of an `in:` (lookups.Spread)
 
     def get(self, scope: Scope) -> Any:
         return self.literal if self.ref is None else lookup(scope, self.ref)
@@ -63,31 +62,6 @@ def parse_value(raw: Any) -> Value:
             return Value(literal=raw[1:])
         return Value(ref=split_path(raw[1:]))
     return Value(literal=raw)
-
-
-def to_number(value: Any) -> float | None:
-    """Numbers as they are; durations (`10m`) in seconds; numeric strings parsed."""
-    if isinstance(value, bool) or value is None or value is MISSING:
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        return _short_text_number(value) if len(value) <= 64 else _text_number(value)
-    return None
-
-
-def _text_number(value: str) -> float | None:
-    if is_duration(value):
-        return parse_duration(value).total_seconds()
-    try:
-        return float(value)
-    except ValueError:
-        return None
-
-
-# Cached for short texts: the same operands (`10m`, params, labels) and field values are
-# converted alert after alert, and parse_duration is a regex and a raise each time.
-_short_text_number = lru_cache(maxsize=4096)(_text_number)
 
 
 def _present(v: Any) -> bool:
@@ -154,16 +128,6 @@ _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
 NUMERIC_OPS = ("at_least", "at_most", "above", "below")
 
 
-def plain_text(x: Any) -> bool:
-    """A str that is not a number or duration: `_equal(v, x)` is then just `v == x`."""
-    if type(x) is not str:
-        return False
-    try:
-        return to_number(x) is None
-    except Exception:  # unsure: the general path decides, as before
-        return False
-
-
 def _fields_of(parts: tuple[Condition, ...]) -> list[tuple[str, ...]] | None:
     out: list[tuple[str, ...]] = []
     for part in parts:
@@ -172,6 +136,11 @@ def _fields_of(parts: tuple[Condition, ...]) -> list[tuple[str, ...]] | None:
             return None
         out.extend(fields)
     return out
+
+
+def listed(operand: Any, scope: Scope) -> list[Any]:
+    """The values of an `in:` operand: a list of values, or one value giving the list."""
+    return operand.get(scope) if isinstance(operand, Value) else [x.get(scope) for x in operand]
 
 
 def _getter(path: tuple[str, ...]) -> Callable[[Any], Any]:
@@ -217,7 +186,7 @@ class FieldTest(Condition):
         if self.op == "matches":
             return _present(v) and self.operand.search(str(v)) is not None
         if self.op in ("in", "not_in"):
-            return _OPERATORS[self.op](v, [x.get(scope) for x in self.operand])
+            return _OPERATORS[self.op](v, listed(self.operand, scope))
         return _OPERATORS[self.op](v, self.operand.get(scope))
 
     def fields(self) -> list[tuple[str, ...]] | None:
@@ -239,7 +208,7 @@ class FieldTest(Condition):
             return matches
         test = _OPERATORS[op]
         if op in ("in", "not_in"):
-            xs = [x.get(scope) for x in self.operand]
+            xs = listed(self.operand, scope)
             if op == "in" and xs and all(plain_text(x) for x in xs):
                 # Against texts that are not numbers, _equal is ==; a str field value is
                 # then in the set exactly when _op_in holds. Other values: the operator.
@@ -262,7 +231,9 @@ class FieldTest(Condition):
         if self.test(subject, scope):
             return None
         v = lookup(subject, self.field)
-        if isinstance(self.operand, Value) and self.operand.ref:
+        if isinstance(self.operand, Value) and (
+            self.operand.ref or type(self.operand) is not Value
+        ):
             resolved = self.operand.get(scope)
             shown = f"{self.operand} = {resolved!r}"
         else:
@@ -369,6 +340,9 @@ class ConditionCompiler:
     check_field: Callable[[tuple[str, ...]], str | None]
     check_ref: Callable[[tuple[str, ...]], str | None]
     problems: list[CompileProblem]
+    # Values written as a mapping (a table lookup), and `in:` operands written as one
+    # value: (kind "lookup" | "spread", raw or inner value, key path) -> Value.
+    extended: Callable[[str, Any, KeyPath], Value] | None = None
 
     def block(self, node: Any, at: KeyPath) -> Condition:
         parts: list[Condition] = []
@@ -409,11 +383,14 @@ class ConditionCompiler:
                         )
                     )
             elif op in ("in", "not_in"):
-                values = [self.value(x, (*where, i)) for i, x in enumerate(raw or [])]
+                if isinstance(raw, list) or self.extended is None:
+                    values: Any = [self.value(x, (*where, i)) for i, x in enumerate(raw or [])]
+                else:  # one value holding the list: $params.services, a table lookup
+                    values = self.extended("spread", self.value(raw, where), where)
                 tests.append(FieldTest(path, op, values))
             elif op in _OPERATORS:
                 value = self.value(raw, where)
-                if op in NUMERIC_OPS and value.ref is None:
+                if op in NUMERIC_OPS and value.ref is None and type(value) is Value:
                     self._check_number(value.literal, op, where)
                 tests.append(FieldTest(path, op, value))
             else:
@@ -421,6 +398,8 @@ class ConditionCompiler:
         return tests
 
     def value(self, raw: Any, at: KeyPath) -> Value:
+        if isinstance(raw, Mapping) and self.extended is not None:
+            return self.extended("lookup", raw, at)
         value = parse_value(raw)
         if value.ref is not None:
             problem = self.check_ref(value.ref)

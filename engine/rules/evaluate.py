@@ -24,7 +24,9 @@ from engine.rules.compiler import (
 )
 from engine.rules.conditions import MISSING, lookup
 from engine.rules.fetch import ContextReader, Record, fetch
+from engine.rules.lookups import TABLES
 from engine.rules.ruleset import OwnershipEntry, RuleSet
+from engine.rules.tables import Table
 
 RULE_ERROR_ID = "rule.error"
 
@@ -56,7 +58,11 @@ class Evaluation:
 
 
 def base_scope(
-    rule: CompiledRule, alert_scope: Mapping[str, Any], public_url: str = ""
+    rule: CompiledRule,
+    alert_scope: Mapping[str, Any],
+    tables: Mapping[str, Table] | None = None,
+    *,
+    public_url: str = "",
 ) -> dict[str, Any]:
     """What every template and condition of `rule` sees first. `public_url`: the base of
     links to the service (`--public-url`), also used by the `incident_url` filter."""
@@ -66,6 +72,7 @@ def base_scope(
         "params": dict(rule.params),
         "window": dict(rule.window.text) if rule.window else {},
         "rule": {"id": rule.id, "file": rule.file},
+        TABLES: tables if tables is not None else {},
     }
 
 
@@ -99,9 +106,20 @@ def collect_evidence(
         if spec.kind == "records":
             value = lookup(scope, spec.target)
             records = value if isinstance(value, list) else [value]
+            chains = [(f, join.chains(scope)) for f, join in rule.joins]
             for rec in records[: spec.limit]:
                 if isinstance(rec, Mapping) and "path" in rec:
                     out.append(Evidence(rec["path"], _snapshot(rec, spec.fields)))
+                    for path, chain in chains:  # the table entries that linked the record
+                        linked = lookup(rec, path)
+                        for entry in chain.get(linked, ()) if isinstance(linked, str) else ():
+                            out.append(Evidence(entry.path, entry.snapshot()))
+        elif spec.kind == "table":
+            assert spec.entry is not None
+            table = scope[TABLES].get(spec.entry.table)
+            cited = table.get(spec.entry.key.get(scope)) if table is not None else None
+            if cited is not None:
+                out.append(Evidence(cited.path, cited.snapshot()))
         elif spec.kind == "alert":
             value = lookup(scope["alert"], spec.target)
             if value is not MISSING and value is not None:
@@ -215,6 +233,7 @@ def evaluate_rule(
     store: ContextReader,
     ownership: Sequence[OwnershipEntry] = (),
     alert_scope: Mapping[str, Any] | None = None,
+    tables: Mapping[str, Table] | None = None,
     *,
     public_url: str = "",
 ) -> tuple[Finding | None, RuleTrace]:
@@ -222,7 +241,7 @@ def evaluate_rule(
     started = time.perf_counter()
     try:
         alert_scope = alert_scope if alert_scope is not None else alert.as_scope()
-        scope = base_scope(rule, alert_scope, public_url)
+        scope = base_scope(rule, alert_scope, tables, public_url=public_url)
         fetched = fetch(rule, alert, scope, store, ownership)
         trace.fetched = fetched.fetched
         finding = evaluate_records(
@@ -247,7 +266,13 @@ def evaluate_rules(
             result.traces.append(RuleTrace(rule.id, reason="pull rule: runs after the commit"))
             continue
         finding, trace = evaluate_rule(
-            rule, alert, store, ruleset.ownership, alert_scope, public_url=public_url
+            rule,
+            alert,
+            store,
+            ruleset.ownership,
+            alert_scope,
+            ruleset.tables,
+            public_url=public_url,
         )
         result.traces.append(trace)
         if finding is not None:

@@ -135,7 +135,16 @@ def fetch(
         assert rule.window is not None  # the compiler requires one
         start, end = alert.starts_at - rule.window.before, alert.starts_at + rule.window.after
         service = pushed.equals.get("service")
-        rows = store.query_context(rule.source, start=start, end=end, service=service)
+        services = pushed.among.get("service") if service is None else None
+        if services is None:
+            rows = store.query_context(rule.source, start=start, end=end, service=service)
+        else:  # one indexed query per service of the `in:` list, merged newest first
+            rows = [
+                row
+                for s in services
+                for row in store.query_context(rule.source, start=start, end=end, service=s)
+            ]
+            rows.sort(key=_newest_first)
         return Fetched(len(rows), [context_record(r, anchor) for r in rows])
     if rule.source == "incidents":
         incidents = fetch_incidents(rule, alert, pushed, store)
@@ -158,7 +167,7 @@ def fetch_incidents(
     """The incidents an `incidents` rule reads: the push-down, then the window (by
     opening time), newest first."""
     equals = dict(pushed.equals)
-    any_of = pushed.any_of
+    any_of = pushed.branches()  # the `any:` branches, with an `in:` list crossed in
     alertname = equals.pop("alertname", None)  # list_incidents ORs over it, no keyword
     if alertname is not None:
         # a = x AND (b1 OR b2) is (a = x AND b1) OR (a = x AND b2)
@@ -167,7 +176,7 @@ def fetch_incidents(
             for b in any_of
             if b.get("alertname", alertname) == alertname
         ]
-        if pushed.any_of and not any_of:
+        if pushed.branches() and not any_of:
             return []  # every branch wants another alertname
         any_of = any_of or [{"alertname": alertname}]
     # The limit. A push-down with more than the status (an incident's own columns, or a
@@ -193,6 +202,11 @@ def fetch_incidents(
         last = alert.starts_at.timestamp() + rule.window.after.total_seconds()
         incidents = [i for i in incidents if i.opened_at.timestamp() <= last]
     return incidents
+
+
+def _newest_first(rec: ContextRecord) -> tuple[float, int]:
+    """query_context's order (ts, then id, descending) across several answers."""
+    return (-rec.ts.timestamp(), -int(rec.id) if rec.id.isdigit() else 0)
 
 
 # Incident record fields that cost next to nothing to read, as incident_record gives them.

@@ -21,10 +21,12 @@ from engine.rules.problems import CompileProblem, KeyPath, Problem, RuleSetError
 from engine.rules.ruleset import OwnershipEntry, RuleSet
 from engine.rules.sample import check_render
 from engine.rules.schema_check import validate_document
+from engine.rules.tables import Table, build_table, ownership_table, table_file_problems
 from engine.rules.yamlsrc import YamlDoc, load_yaml
 
 YAML_SUFFIXES = (".yaml", ".yml")
 OWNERSHIP_NAMES = ("ownership.yaml", "ownership.yml")
+TABLES_DIR = "tables"  # lookup tables: <rules dir>/tables/<name>.yaml
 _TEMPLATE_LINE = re.compile(r"template line (\d+)")
 _UNDEFINED = re.compile(r"'(\w+)' is undefined|has no attribute '(\w+)'")
 
@@ -39,10 +41,13 @@ def display_path(path: Path) -> str:
 
 
 def file_kind(path: Path) -> str:
-    """`test` (*.test.yaml), `ownership` (ownership.yaml) or `rule`."""
+    """`test` (*.test.yaml), `ownership` (ownership.yaml), `table` (in a tables/
+    directory) or `rule`."""
     name = path.name
     if name.endswith((".test.yaml", ".test.yml")):
         return "test"
+    if path.parent.name == TABLES_DIR:
+        return "table"
     return "ownership" if name in OWNERSHIP_NAMES else "rule"
 
 
@@ -80,11 +85,50 @@ class _Seen:
 class _Loader:
     template_dirs: list[Path]
     render_check: bool
+    known: dict[str, Table] = field(default_factory=dict)  # tables the rules may name
     problems: list[Problem] = field(default_factory=list)
     rules: dict[str, CompiledRule] = field(default_factory=dict)
     ids: dict[str, _Seen] = field(default_factory=dict)
     owners: dict[str, OwnershipEntry] = field(default_factory=dict)
+    owner_lines: dict[str, int] = field(default_factory=dict)
+    tables: dict[str, Table] = field(default_factory=dict)
+    table_groups: dict[str, tuple[int, SourceLocation]] = field(default_factory=dict)
     files: int = 0
+
+    def table_file(self, path: Path, group: int) -> None:
+        display = display_path(path)
+        doc, problems = load_yaml(path, display)
+        self.problems.extend(problems)
+        if doc is None:
+            return
+        name = path.name.rsplit(".", 1)[0]
+        here = SourceLocation(display, 1, 1)
+        if name == "ownership":
+            message = "the table `ownership` is ownership.yaml in the rules directory"
+            self.problems.append(Problem(here, message, "table-name"))
+            return
+        table_problems = table_file_problems(doc, name)
+        self.problems.extend(table_problems)
+        if table_problems:
+            return
+        before = self.table_groups.get(name)
+        if before is not None and before[0] == group:
+            message = f'table "{name}" is already defined at {before[1]}'
+            self.problems.append(Problem(here, message, "duplicate-table"))
+            return
+        if before is not None:
+            message = f'overrides table "{name}" defined at {before[1]}'
+            self.problems.append(Problem(here, message, "overrides", "warning"))
+        self.table_groups[name] = (group, here)
+        self.tables[name] = build_table(doc, name, display)
+
+    def all_tables(self) -> dict[str, Table]:
+        if not self.owners:
+            return dict(self.tables)
+        owners = {
+            s: (e.as_record(), e.file, self.owner_lines.get(s, 0)) for s, e in self.owners.items()
+        }
+        return {**self.tables, "ownership": ownership_table(owners)}
 
     def rule_file(self, path: Path, group: int) -> None:
         display = display_path(path)
@@ -128,7 +172,9 @@ class _Loader:
 
     def compile(self, doc: YamlDoc, rule_id: str) -> CompiledRule | None:
         try:
-            rule, problems = compile_rule(doc.data, file=doc.path, template_dirs=self.template_dirs)
+            rule, problems = compile_rule(
+                doc.data, file=doc.path, template_dirs=self.template_dirs, tables=self.known
+            )
             if rule is not None and self.render_check:
                 problems = [*problems, *check_render(rule)]
         except Exception as exc:  # a bug in the compiler must not hide the other files
@@ -175,6 +221,7 @@ class _Loader:
             group_seen[service] = here
             extra = {k: v for k, v in entry.items() if k not in ("service", "team")}
             self.owners[service] = OwnershipEntry(service, entry["team"], display, extra)
+            self.owner_lines[service] = here.line
 
     def warn(self, doc: YamlDoc, path: KeyPath, rule_id: str, message: str, code: str) -> None:
         location = doc.location(path, prefer="value")
@@ -231,6 +278,18 @@ def _groups(paths_in: Sequence[Path]) -> list[tuple[Path | None, list[Path]]]:
     return groups
 
 
+def _group_tables(directory: Path | None, files: Sequence[Path]) -> list[Path]:
+    """The table files of a group: its directory's tables/, or the table files named
+    (and, for rule files named alone, the tables/ beside them)."""
+    if directory is not None:
+        tables = directory / TABLES_DIR
+        return _dir_files(tables) if tables.is_dir() else []
+    named = [p for p in files if file_kind(p) == "table"]
+    beside = dict.fromkeys(p.parent / TABLES_DIR for p in files if file_kind(p) == "rule")
+    found = [t for d in beside if d.is_dir() for t in _dir_files(d) if t not in named]
+    return [*named, *found]
+
+
 def default_template_dirs(paths_in: Sequence[Path]) -> list[Path]:
     """`templates/` inside each rules directory (later directories first, so a user's
     template overrides a shipped one), then the shipped templates."""
@@ -255,18 +314,27 @@ def load_paths(
     for path in missing:
         location = SourceLocation(display_path(path))
         loader.problems.append(Problem(location, "no such file or directory", "not-found"))
-    for group, (directory, files) in enumerate(_groups([p for p in paths_in if p.exists()])):
+    groups = _groups([p for p in paths_in if p.exists()])
+    # Tables and ownership first: the rules' lookups name them.
+    for group, (directory, files) in enumerate(groups):
         owners_seen: dict[str, SourceLocation] = {}
+        for path in _group_tables(directory, files):
+            loader.files += 1
+            loader.table_file(path, group)
+        for path in files:
+            if file_kind(path) == "ownership":
+                loader.files += 1
+                loader.ownership_file(path, owners_seen)
+    loader.known = loader.all_tables()
+    for group, (directory, files) in enumerate(groups):
         rule_files = 0
         for path in files:
             kind = file_kind(path)
             if kind == "test":
                 test_files.append(path)
                 continue
-            loader.files += 1
-            if kind == "ownership":
-                loader.ownership_file(path, owners_seen)
-            else:
+            if kind == "rule":
+                loader.files += 1
                 rule_files += 1
                 loader.rule_file(path, group)
         if directory is not None and rule_files == 0:
@@ -285,6 +353,7 @@ def load_paths(
     ruleset = RuleSet(
         rules=tuple(loader.rules.values()),
         ownership=tuple(loader.owners.values()),
+        tables=loader.known,
         dirs=tuple(p for p in paths_in if p.is_dir()),
         test_files=tuple(test_files),
     )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engine.rules.compiler import CompiledRule
+    from engine.rules.tables import Table
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class OwnershipEntry:
 class RuleSet:
     rules: tuple[CompiledRule, ...]
     ownership: tuple[OwnershipEntry, ...] = ()
+    # Lookup tables by name (rules.d/tables/*.yaml, and ownership.yaml as `ownership`).
+    tables: Mapping[str, Table] = field(default_factory=dict)
     dirs: tuple[Path, ...] = ()
     test_files: tuple[Path, ...] = ()
 

@@ -17,19 +17,22 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Lifespan
 
-from engine.alerts import PayloadError, parse_payload
+from engine.alerts import PayloadError, Truncation, parse_payload
 from engine.delivery.api import delivery_routes, delivery_stats
 from engine.ingest import parse_batch
 from engine.model import CONTEXT_KINDS
 from engine.pipeline import AlertResult
 from engine.serialize import context_to_dict, incident_summary, incident_to_dict
 from engine.server.body import ClientError, media_type, parse_json_body, read_body
+from engine.server.faults import readyz, store_unavailable
 from engine.server.hooks import hook_routes
 from engine.server.loki import loki_routes
 from engine.server.ops import install_ops
 from engine.server.otlp import otlp_routes
 from engine.server.pulls import pull_routes
 from engine.server.state import AppState
+from engine.server.tables import table_routes
+from engine.store.errors import StoreUnavailable
 from engine.timeutil import TimeFormatError, parse_ts, utcnow
 
 log = logging.getLogger("incident_pilot")
@@ -65,24 +68,30 @@ async def post_alerts(request: Request) -> Response:
     )
     body = parse_json_body(raw, media_type(request), allow_ndjson=False)
     now = utcnow()
+    cuts: list[Truncation] = []
     try:
-        alerts = parse_payload(body, now, state.alert_limits)
+        alerts = parse_payload(body, now, state.alert_limits, cuts)
     except PayloadError as exc:
         raise ClientError(400, exc.message, exc.field) from None
+    if cuts:
+        state.faults.truncated(cuts)
     results = []
     envelope = state.pull_envelope()  # the alerts of one request share pull answers
-    for alert in alerts:
-        result = await run_in_threadpool(state.handle_alert_sync, alert)
-        state.submit_pulls(envelope, result)  # after the commit, in the background
-        incident = result.outcome.incident
-        results.append(
-            {
-                "fingerprint": alert.fingerprint,
-                "status": alert.status,
-                "outcome": result.outcome.kind,
-                "incident": incident.id if incident else None,
-            }
-        )
+    batch = max(1, state.alert_limits.max_alerts)  # any count, in batches of --max-alerts
+    for start in range(0, len(alerts), batch):
+        done = await run_in_threadpool(state.handle_alerts_sync, alerts[start : start + batch])
+        for result in done:
+            state.submit_pulls(envelope, result)  # after the commit, in the background
+            incident = result.outcome.incident
+            results.append(
+                {
+                    "fingerprint": result.alert.fingerprint,
+                    "status": result.alert.status,
+                    "outcome": result.outcome.kind,
+                    "incident": incident.id if incident else None,
+                }
+            )
+    state.faults.recheck()
     return JSONResponse({"received": len(alerts), "results": results})
 
 
@@ -102,6 +111,7 @@ async def post_context(request: Request) -> Response:
     except PayloadError as exc:
         raise ClientError(400, exc.message, exc.field) from None
     stored = await state.run_context_write(state.store.add_context, records)
+    state.faults.recheck()
     state.count(f"context_{kind}", len(stored))
     return JSONResponse({"accepted": len(stored), "ids": [r.id for r in stored]})
 
@@ -268,11 +278,13 @@ def routes() -> list[Route]:
         Route("/api/stats", get_stats, methods=["GET"]),
         Route("/api/rules", get_rules, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),  # the store can commit (engine.server.faults)
         *delivery_routes(),  # /api/config, /api/deliveries (engine.delivery)
         *otlp_routes(),  # /v1/traces, /v1/logs (engine.server.otlp)
         *hook_routes(),  # /hooks/github, /hooks/gitlab, /hooks/argocd (engine.server.hooks)
         *loki_routes(),  # POST /loki/api/v1/push (engine.server.loki)
         *pull_routes(),  # /api/pulls/{id}, /api/pulls/{id}/{n} (engine.server.pulls)
+        *table_routes(),  # /api/tables[/{table}[/{key}]] (engine.server.tables)
     ]
 
 
@@ -284,6 +296,7 @@ def create_app(state: AppState, *, lifespan: Lifespan[Starlette] | None = None) 
         lifespan=lifespan,
         exception_handlers={
             ClientError: _client_error,
+            StoreUnavailable: store_unavailable,  # 503 + Retry-After (engine.server.faults)
             HTTPException: _http_error,
             Exception: _server_error,
         },

@@ -23,7 +23,7 @@ ENV_PREFIX = "INCIDENT_PILOT_"
 SCOPES = ("ingest", "read", "admin")
 MIN_TOKEN_LENGTH = 16
 REALM = 'Bearer realm="incident-pilot"'
-OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
 # POSTs that need `ingest` (besides /context/*): Alertmanager, OTLP, Loki.
 INGEST_PATHS = frozenset({"/alerts", "/v1/traces", "/v1/logs", "/loki/api/v1/push"})
 # The deploy webhooks (engine/server/hooks.py) are exempt from the bearer check because

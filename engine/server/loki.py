@@ -2,7 +2,8 @@
 Loki clients push here unchanged. The body becomes `logs` context records
 (engine/adapters/loki.py), the volume filter drops what rules never use, and the rest is
 stored the way `POST /context/logs` stores it. Answers as Loki does: 204 with no body, or
-a plain-text error (400, 413, 415). A rejected request stores nothing."""
+a plain-text error (400, 413, 415; 503 with Retry-After when the store cannot commit).
+A rejected request stores nothing."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from engine.adapters.loki import (
     to_records,
 )
 from engine.server.body import ClientError, media_type, read_body
+from engine.server.faults import RETRY_AFTER_SECONDS
+from engine.store.errors import StoreUnavailable
 from engine.timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -69,7 +72,16 @@ async def post_loki_push(request: Request) -> Response:
         return _reject(request, exc.status, exc.message, exc.entries)
     kept = [r for r in records if settings.volume.keep_log(r.fields["level"])]
     if kept:
-        await state.run_context_write(state.store.add_context, kept)
+        try:
+            await state.run_context_write(state.store.add_context, kept)
+        except StoreUnavailable as exc:  # nothing stored: Loki clients retry a 5xx
+            state.faults.failed("loki", exc)
+            return PlainTextResponse(
+                f"the store cannot commit right now ({exc.reason}); retry later\n",
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        state.faults.recheck()
         state.count("context_logs", len(kept))
         if not _warned_unknown and any(r.service == UNKNOWN_SERVICE for r in kept):
             _warned_unknown = True

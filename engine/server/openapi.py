@@ -19,6 +19,7 @@ from engine import __version__
 from engine.paths import schemas_dir
 from engine.server.otlp import otlp_operations
 from engine.server.pulls import pull_operations
+from engine.server.tables import table_operations
 
 FILES = (
     "alert", "alertmanager-webhook", "context-deploy", "context-log", "context-trace",
@@ -52,7 +53,8 @@ _ERROR_TEXT = {
     413: "The body is larger than the configured limit",
     415: "Unsupported Content-Type",
     422: "The rules have errors; the previous rules stay in use",
-    503: "Busy: the request took too long, or too many connections",
+    503: "Busy (the request took too long, too many connections) or the store cannot "
+    "commit: nothing was stored, retry after `Retry-After` seconds",
 }
 _HOOK_ERRORS = (400, 401, 404, 408, 413, 415, 503)  # 401: signature/token; 404: receiver off
 
@@ -275,6 +277,19 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
             "summary": "Liveness (open)",
             "responses": {"200": _json("Health", "Alive")},
         },
+        ("get", "/readyz"): {
+            "summary": "Readiness: the store can commit writes (open)",
+            "responses": {
+                "200": {
+                    "description": "Ready",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "503": {
+                    "description": "The store cannot commit; `store` names the reason",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+            },
+        },
         ("get", "/metrics"): {
             "summary": "Prometheus metrics (open, or scope read with --metrics-auth)",
             "responses": {
@@ -351,7 +366,7 @@ def load_components(directory: Path | None = None) -> dict[str, Any]:
 
 
 def build_spec(routes: list[Any]) -> dict[str, Any]:
-    ops = {**_operations(), **otlp_operations(), **pull_operations()}
+    ops = {**_operations(), **otlp_operations(), **pull_operations(), **table_operations()}
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         if not isinstance(route, Route):

@@ -18,13 +18,14 @@ from starlette.routing import Route
 
 from engine.adapters import otlp
 from engine.server.body import ClientError, media_type, read_body
+from engine.store.errors import StoreUnavailable
 from engine.timeutil import utcnow
 
 if TYPE_CHECKING:
     from engine.server.state import AppState
 
 log = logging.getLogger("incident_pilot.otlp")
-RETRY_AFTER_SECONDS = 5
+RETRY_AFTER_SECONDS = 10  # as engine.server.faults
 PATHS = {"traces": "/v1/traces", "logs": "/v1/logs"}
 
 
@@ -65,16 +66,20 @@ async def _export(request: Request, signal: str) -> Response:
     if batch.records:
         try:
             await state.run_context_write(state.store.add_context, batch.records)
-        except Exception:  # the store could not write: nothing was stored, the exporter retries
-            log.exception(
-                "OTLP %s: the store could not write %d records", signal, len(batch.records)
-            )
+        except Exception as exc:  # nothing was stored: the exporter retries
+            if isinstance(exc, StoreUnavailable):
+                state.faults.failed("otlp", exc)
+            else:
+                log.exception(
+                    "OTLP %s: the store could not write %d records", signal, len(batch.records)
+                )
             return _refuse(
                 503,
                 "the store could not write the records; retry later",
                 encoding,
                 **{"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
+        state.faults.recheck()
         state.count(f"context_{signal}", len(batch.records))
     for outcome, n in (
         ("stored", len(batch.records)),

@@ -36,6 +36,7 @@ from engine.rulefiles import load_rules
 from engine.rules.ruleset import RuleSet
 from engine.server.auth import AuthConfigError, TokenSet, load_tokens
 from engine.server.counters import Counters
+from engine.server.faults import Faults
 from engine.server.metrics import Metrics
 from engine.server.settings import ServeSettings
 from engine.store import open_store
@@ -80,6 +81,7 @@ class AppState:
     listeners: list[Listener] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     pipeline: Pipeline = field(init=False)
+    faults: Faults = field(init=False)  # store readiness, failed writes, truncated fields
     alert_limits: AlertLimits = field(init=False)
     context_limits: ContextLimits = field(init=False)
     # One dedicated thread for context writes when the store serialises writes anyway
@@ -96,6 +98,7 @@ class AppState:
             plan=self.delivery.plan,
             hold=self.pulls.hold,
         )
+        self.faults = Faults(self.store, self.metrics.registry)
         limits, max_future = self.settings.limits, self.settings.max_future
         self.alert_limits = limits.alert_limits(max_future=max_future)
         self.context_limits = limits.context_limits(max_future=max_future)
@@ -135,6 +138,11 @@ class AppState:
         self.count(f"outcome_{result.outcome.kind}")
         self.notify(result)
         return result
+
+    def handle_alerts_sync(self, alerts: list[Alert]) -> list[AlertResult]:
+        """Several alerts in one worker-thread hop, each committed on its own (a failure
+        leaves the ones before it committed: a retry finds them as repeats)."""
+        return [self.handle_alert_sync(alert) for alert in alerts]
 
     def pull_envelope(self) -> Envelope:
         """The answer cache the alerts of one request share (engine.pull.runner)."""

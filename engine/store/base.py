@@ -28,6 +28,34 @@ class NewContext:
 
 
 @dataclass(frozen=True)
+class Cascade:
+    """Where this alert sits in a dependency cascade (engine.rules.grouping), decided
+    again inside the transaction that records it (engine.store.cascade):
+
+    - `upstream`: {service: U} maps; an open incident of one of them, opened between
+      `since` and `until`, takes this alert as a symptom instead of it paging;
+    - `downstream`: {service: D} maps; when this alert opens an incident, the open
+      incidents of those services opened at or after `merge_since` are merged into it
+      (their alerts become its symptoms, their pages are withdrawn or resolved);
+    - `hold`: seconds a new incident's first page waits for an upstream incident to
+      open (the rule's `window.after`), when there is an upstream to wait for;
+    - `via`: service -> the table entry paths that link it to this alert's service.
+    """
+
+    rule: str
+    upstream: tuple[dict[str, str], ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    downstream: tuple[dict[str, str], ...] = ()
+    merge_since: datetime | None = None
+    hold: float = 0.0
+    via: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # The advisory lock keys: each upstream service, and this alert's own service when it
+    # has dependents (so an upstream and a dependent always share one key).
+    locks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class IncidentDraft:
     """What the rules concluded about a firing alert, before the store decides its fate."""
 
@@ -42,6 +70,8 @@ class IncidentDraft:
     # group (engine.rules.grouping): re-checked inside the transaction that would open one.
     groups: tuple[dict[str, str], ...] = ()
     narration: dict[str, Any] | None = None
+    symptom_of: str | None = None  # an open upstream incident the rules name (symptom_of)
+    cascade: Cascade | None = None
 
 
 # The columns `Store.list_incidents(any_of=...)` may compare.
@@ -65,6 +95,9 @@ class AlertOutcome:
     kind: OutcomeKind
     incident: Incident | None
     notify: bool
+    # Incidents merged into this one as it opened (a dependency cascade): each resolved
+    # outcome, with the sinks whose page for it was already on its way (to be resolved).
+    merged: tuple[tuple[AlertOutcome, frozenset[str]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -255,6 +288,11 @@ class Store(Protocol):
     def stats(self) -> dict[str, Any]:
         """Counters for /api/stats: alerts by status, incidents by status, context by kind,
         outbox by status."""
+        ...
+
+    def probe_write(self) -> None:
+        """Commit a write that changes nothing anyone reads (readiness). Raises
+        engine.store.errors.StoreUnavailable when the store cannot commit."""
         ...
 
     # --- delivery outbox ---------------------------------------------------

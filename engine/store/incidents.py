@@ -20,20 +20,20 @@ PostgreSQL at READ COMMITTED; on SQLite the write lock already serialises writer
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from engine.model import Alert, Finding, Incident, Severity
 from engine.store import codec
-from engine.store.base import ANY_OF_COLUMNS, AlertOutcome, IncidentDraft, OutcomeKind
+from engine.store.base import ANY_OF_COLUMNS, AlertOutcome, OutcomeKind
 from engine.store.codec import epoch, from_epoch
 from engine.store.dialect import Conn, Dialect
 
 COLUMNS = (
     "id, fingerprint, status, title, service, alertname, team, severity, opened_at, last_seen, "
     "alert, findings, repeat_count, attached_count, resolved_at, resolution, narration, "
-    "last_notified_at"
+    "last_notified_at, symptoms"
 )
 AUTO_NOTE = "resolved by Alertmanager"
 ATTACH_TRIES = 5  # open-vs-attach races per firing before giving up (each one needs a
@@ -56,7 +56,7 @@ class RaceError(RuntimeError):
 
 def decode(row: Sequence[Any]) -> Incident:
     (iid, fp, status, title, service, alertname, team, severity, opened, seen, alert) = row[:11]
-    (findings, repeats, attached, resolved, resolution, narration, notified) = row[11:]
+    (findings, repeats, attached, resolved, resolution, narration, notified, symptoms) = row[11:]
     return Incident(
         id=iid,
         fingerprint=fp,
@@ -76,6 +76,7 @@ def decode(row: Sequence[Any]) -> Incident:
         resolution=codec.loads(resolution),
         narration=codec.loads(narration),
         last_notified_at=from_epoch(notified),
+        symptoms=tuple(codec.loads(symptoms) or ()),
     )
 
 
@@ -112,7 +113,7 @@ def select(
         # answers each group from its own index (MULTI-INDEX OR: the open incident of the
         # fingerprint, the open ones of the service and alertname) instead of reading all
         # the incidents of the status and testing the OR on each.
-        either, args = _any_of(any_of, equal)
+        either, args = any_of_clause(any_of, equal)
         where.append(either)
     else:
         where = [f"{column} = ?" for column in equal]
@@ -127,7 +128,7 @@ def select(
     return [decode(row) for row in conn.execute(sql, [*args, limit])]
 
 
-def _any_of(
+def any_of_clause(
     any_of: Sequence[Mapping[str, str]], equal: Mapping[str, Any] | None = None
 ) -> tuple[str, list[Any]]:
     """`(a = ? AND b = ?) OR (...)`, one group per map, and its parameters; `equal` (column
@@ -148,124 +149,6 @@ def _any_of(
         branches.append("(" + " AND ".join(f"{column} = ?" for column in columns) + ")")
         args.extend([*equal.values(), *branch.values()])
     return "(" + " OR ".join(branches) + ")", args
-
-
-def _repeat(conn: Conn, key: tuple[str, float], t_now: float) -> AlertOutcome | None:
-    row = conn.execute(
-        "UPDATE incidents SET repeat_count = repeat_count + 1, last_seen = ?"
-        " WHERE id = (SELECT incident_id FROM alerts WHERE fingerprint = ? AND starts_at = ?)"
-        f" RETURNING {COLUMNS}",
-        (t_now, *key),
-    ).fetchone()
-    return None if row is None else AlertOutcome("repeat", decode(row), notify=False)
-
-
-def record_firing(
-    dialect: Dialect, conn: Conn, draft: IncidentDraft, now: datetime, renotify_after: timedelta
-) -> AlertOutcome:
-    alert, t_now = draft.alert, epoch(now)
-    key = (alert.fingerprint, epoch(alert.starts_at))
-    # Fast path for the common retry: the firing is already recorded.
-    outcome = _repeat(conn, key, t_now)
-    if outcome is not None:
-        return outcome
-    # Claim the key. The incident id is provisional (foreign keys are checked at commit):
-    # an attach below points the row at the incident it joins.
-    dialect.defer_foreign_keys(conn)
-    claimed = conn.execute(
-        "INSERT INTO alerts (fingerprint, starts_at, incident_id, status, ends_at, received_at)"
-        " VALUES (?, ?, ?, 'firing', NULL, ?) ON CONFLICT DO NOTHING RETURNING 1",
-        (*key, draft.id, t_now),
-    ).fetchone()
-    if claimed is None:
-        # A concurrent identical firing got there first and has committed (ON CONFLICT
-        # waited for it): this one is a repeat of it.
-        outcome = _repeat(conn, key, t_now)
-        if outcome is None:  # cannot happen: alert rows are never deleted
-            raise RaceError(f"alert {key} conflicted but is not visible")
-        return outcome
-    for _ in range(ATTACH_TRIES):
-        target = _attach_target(dialect, conn, draft)
-        if target is not None:
-            incident_id, notified = target
-            notify = notified is None or from_epoch(notified) + renotify_after <= now
-            conn.execute(
-                "UPDATE incidents SET attached_count = attached_count + 1, last_seen = ?,"
-                " last_notified_at = ? WHERE id = ?",
-                (t_now, t_now if notify else notified, incident_id),
-            )
-            conn.execute(
-                "UPDATE alerts SET incident_id = ? WHERE fingerprint = ? AND starts_at = ?",
-                (incident_id, *key),
-            )
-            return AlertOutcome("attached", get(conn, incident_id), notify=notify)
-        if _insert(conn, draft, t_now):
-            return AlertOutcome("opened", get(conn, draft.id), notify=True)
-        # Another process opened an incident for this fingerprint after our look: join it.
-    raise RaceError(f"could not settle an open incident for fingerprint {alert.fingerprint!r}")
-
-
-def _attach_target(dialect: Dialect, conn: Conn, draft: IncidentDraft) -> tuple[str, Any] | None:
-    """(incident id, last_notified_at) of the open incident this firing joins, locked."""
-    lock = dialect.for_update
-    if draft.duplicate_of is not None:
-        row = conn.execute(
-            f"SELECT id, last_notified_at FROM incidents WHERE id = ? AND status = 'open'{lock}",
-            (draft.duplicate_of,),
-        ).fetchone()
-        if row is not None:
-            return row[0], row[1]
-    row = conn.execute(
-        "SELECT id, last_notified_at FROM incidents WHERE fingerprint = ? AND status = 'open'"
-        + lock,
-        (draft.alert.fingerprint,),
-    ).fetchone()
-    if row is None and draft.groups:
-        row = _group_incident(dialect, conn, draft.groups)
-    return None if row is None else (row[0], row[1])
-
-
-def _group_incident(dialect: Dialect, conn: Conn, groups: Sequence[Mapping[str, str]]) -> Any:
-    """(id, last_notified_at) of the oldest open incident of the alert's duplicate group.
-
-    The rules looked before this transaction; an alert of the same group (another
-    fingerprint) may have opened one since, or be opening one right now. Each group's
-    values are locked first, in one order, so of two such transactions the second waits
-    for the first to commit, and then finds its incident here."""
-    dialect.lock_keys(conn, sorted({codec.dumps(dict(group)) or "" for group in groups}))
-    either, args = _any_of(groups, {"status": "open"})  # status in each group: the indexes
-    return conn.execute(
-        f"SELECT id, last_notified_at FROM incidents WHERE {either}"
-        f" ORDER BY opened_at, id LIMIT 1{dialect.for_update}",
-        args,
-    ).fetchone()
-
-
-def _insert(conn: Conn, draft: IncidentDraft, t_now: float) -> bool:
-    """Open the draft's incident; False when one is already open for the fingerprint."""
-    alert = draft.alert
-    row = conn.execute(
-        "INSERT INTO incidents (id, fingerprint, status, title, service, alertname, team,"
-        " severity, opened_at, last_seen, last_notified_at, alert, findings, narration)"
-        " VALUES (?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (fingerprint) WHERE status = 'open' DO NOTHING RETURNING 1",
-        (
-            draft.id,
-            alert.fingerprint,
-            draft.title,
-            alert.service,
-            alert.alertname,
-            draft.team,
-            int(draft.severity),
-            t_now,
-            t_now,
-            t_now,
-            codec.alert_to_json(alert),
-            codec.findings_to_json(draft.findings),
-            codec.dumps(draft.narration),
-        ),
-    ).fetchone()
-    return row is not None
 
 
 def record_resolved(

@@ -203,6 +203,16 @@ CREATE INDEX deliveries_incident ON deliveries (incident_id);
     # Kept counts for /metrics and /api/stats (engine.store.tallies): seeded from the
     # tables as they are, then kept by triggers and by the store's context writes.
     Migration("0008_tallies", tallies.migration_ddl),
+    Migration(
+        # A dependency cascade (engine.store.cascade): the alerts an incident holds as
+        # symptoms of it, and until when a new incident's first page waits for an upstream
+        # incident (a pull rule's answer must not release it earlier).
+        "0009_incident_symptoms",
+        """
+ALTER TABLE incidents ADD COLUMN symptoms TEXT;
+ALTER TABLE incidents ADD COLUMN held_until {real};
+""",
+    ),
 )
 MIGRATION_NAMES: tuple[str, ...] = tuple(m.name for m in MIGRATIONS)
 

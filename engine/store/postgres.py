@@ -34,10 +34,11 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from engine.store import codec
 from engine.store.dialect import Conn, Cursor
+from engine.store.errors import StoreUnavailable
 from engine.store.incidents import RaceError
 from engine.store.outbox import COLUMNS as DELIVERY_COLUMNS
 from engine.store.postgres_url import parse_url, pool_size_from, redact
@@ -49,7 +50,15 @@ log = logging.getLogger("incident_pilot.store")
 
 POOL_SIZE_ENV = "INCIDENT_PILOT_DB_POOL_SIZE"
 DEFAULT_POOL_SIZE = 10
-POOL_TIMEOUT = 30.0  # seconds a call waits for a free connection before failing
+# Seconds a call waits for a free connection before failing: the first call to meet a
+# database that went away waits this long (the pool retries), then answers 503 well
+# within the request timeout.
+POOL_TIMEOUT = 10.0
+# While the database is known to be unreachable, each call first tries it directly, for
+# at most this long: refused at once while it is gone (503 without waiting on the pool);
+# when it answers, a fresh pool replaces the old one, which may be waiting out a
+# reconnect backoff of minutes.
+DOWN_CONNECT_TIMEOUT = 2
 RETRIES = 8  # attempts per transaction on a retryable error
 COPY_MIN = 8  # from this many records of one kind, add_context uses COPY (else INSERTs)
 RETRYABLE = (
@@ -109,6 +118,22 @@ RETURNING {", ".join("deliveries." + c.strip() for c in DELIVERY_COLUMNS.split("
 """
 
 
+def pg_unavailable(exc: BaseException) -> StoreUnavailable | None:
+    """The StoreUnavailable for a psycopg error a later retry may get past (the database
+    gone, full, read-only, a lock or statement timeout), else None."""
+    if isinstance(exc, PoolTimeout):
+        return StoreUnavailable("database unreachable (no connection in time)", str(exc))
+    if isinstance(exc, errors.DiskFull):
+        return StoreUnavailable("disk full", str(exc))
+    if isinstance(exc, errors.ReadOnlySqlTransaction):
+        return StoreUnavailable("read-only", str(exc))
+    if isinstance(exc, errors.LockNotAvailable | errors.QueryCanceled):
+        return StoreUnavailable("lock or statement timeout", str(exc))
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return StoreUnavailable("database unreachable", str(exc))
+    return None
+
+
 @lru_cache(maxsize=512)
 def _format_style(sql: str) -> str:
     """`?` placeholders as psycopg's `%s` (the store's SQL has no `%` or `?` literals)."""
@@ -150,28 +175,79 @@ class PostgresDialect:
         self.pool_size = pool_size
         self._local = threading.local()  # .conn: this thread's transaction, if any
         self._closed = False
+        self._down = False  # the last call could not reach the database
         # Connect once directly: a wrong URL fails here, plainly, not as a pool timeout.
         try:
             psycopg.connect(self._conninfo, autocommit=True).close()
         except psycopg.OperationalError as exc:
             raise ValueError(f"cannot connect to {redact(url)}: {exc}".strip()) from exc
-        self.pool = ConnectionPool(
+        self._pool_lock = threading.Lock()
+        self.pool = self._open_pool()
+        self._sequences: dict[str, str] = {}
+
+    # --- transactions -------------------------------------------------------------
+    def _open_pool(self) -> ConnectionPool:
+        return ConnectionPool(
             self._conninfo,
             min_size=1,
-            max_size=pool_size,
+            max_size=self.pool_size,
             kwargs={"autocommit": True},
-            check=ConnectionPool.check_connection,
+            check=self._check,
             timeout=POOL_TIMEOUT,
             name="incident-pilot",
             open=True,
         )
-        self._sequences: dict[str, str] = {}
 
-    # --- transactions -------------------------------------------------------------
+    def _reachable(self) -> psycopg.OperationalError | None:
+        """None when a direct connection to the database works, else why not."""
+        try:
+            psycopg.connect(
+                self._conninfo, autocommit=True, connect_timeout=DOWN_CONNECT_TIMEOUT
+            ).close()
+        except psycopg.OperationalError as exc:
+            return exc
+        return None
+
+    def _check(self, conn: psycopg.Connection) -> None:
+        try:
+            ConnectionPool.check_connection(conn)
+        except Exception:
+            # One stale connection, or the database gone? Only the latter sends the calls
+            # after this one to _recover.
+            if self._reachable() is not None:
+                self._down = True
+            raise
+
+    def _unavailable(self, exc: psycopg.Error) -> StoreUnavailable | None:
+        """The StoreUnavailable for `exc` (marking the database down when it cannot be
+        reached directly either), or None."""
+        unavailable = pg_unavailable(exc)
+        lost = unavailable is not None and unavailable.reason.startswith("database unreachable")
+        if lost and self._reachable() is not None:
+            self._down = True
+        return unavailable
+
+    def _recover(self) -> None:
+        """While down: StoreUnavailable at once if the database still refuses a direct
+        connection; when it answers, a fresh pool (the old one's connections are all
+        dead, and its reconnect attempts may be in a backoff of minutes)."""
+        exc = self._reachable()
+        if exc is not None:
+            raise StoreUnavailable("database unreachable", str(exc).strip()) from exc
+        with self._pool_lock:
+            if not self._down or self._closed:
+                return
+            old, self.pool = self.pool, self._open_pool()
+            self._down = False
+        log.warning("the database answers again: new connection pool")
+        old.close(timeout=1.0)
+
     @contextmanager
     def _transaction(self, isolation: str | None = None) -> Iterator[PgConn]:
         if self._closed:
             raise RuntimeError("store is closed")
+        if self._down:
+            self._recover()
         with self.pool.connection() as raw, raw.transaction():
             if isolation:
                 raw.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
@@ -195,6 +271,11 @@ class PostgresDialect:
                     raise
                 log.debug("retrying a transaction (attempt %d): %s", attempt, exc)
                 time.sleep(random.uniform(0, 0.002 * 2**attempt))
+            except psycopg.Error as exc:
+                unavailable = self._unavailable(exc)
+                if unavailable is None:
+                    raise
+                raise unavailable from exc
         raise AssertionError("unreachable")
 
     @contextmanager
@@ -203,14 +284,22 @@ class PostgresDialect:
         if current is not None:
             yield current  # inside a write: read what it changed
             return
-        if not snapshot:
-            if self._closed:
-                raise RuntimeError("store is closed")
-            with self.pool.connection() as raw:
-                yield PgConn(raw)
-            return
-        with self._transaction("REPEATABLE READ READ ONLY") as conn:
-            yield conn
+        try:
+            if not snapshot:
+                if self._closed:
+                    raise RuntimeError("store is closed")
+                if self._down:
+                    self._recover()
+                with self.pool.connection() as raw:
+                    yield PgConn(raw)
+            else:
+                with self._transaction("REPEATABLE READ READ ONLY") as conn:
+                    yield conn
+        except psycopg.Error as exc:
+            unavailable = self._unavailable(exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
 
     # --- what the SQL says differently -------------------------------------------
     def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:

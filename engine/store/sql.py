@@ -8,12 +8,13 @@ records are here. What the two engines do differently is the dialect's (dialect.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from engine.model import CONTEXT_KINDS, Alert, ContextRecord, Finding, Incident
-from engine.store import codec, incidents, outbox, pulls, retention, tallies
+from engine.store import codec, firing, incidents, outbox, pulls, retention, tallies
 from engine.store.base import (
     AlertOutcome,
     Delivery,
@@ -28,6 +29,8 @@ from engine.store.codec import epoch, from_epoch
 from engine.store.dialect import Conn, Dialect
 from engine.store.migrations import apply_migrations
 
+PROBE_SERVICE = "incident-pilot.probe"  # probe_write's row, never committed
+PROBE_BYTES = 64 * 1024
 ID_RANGE = range(-(2**63), 2**63)  # SQL's 64-bit integer ids
 
 _CTX_SELECT = {
@@ -215,8 +218,12 @@ class SQLStore:
         safe across processes (engine.store.incidents)."""
 
         def work(conn: Conn) -> AlertOutcome:
-            outcome = incidents.record_firing(self.dialect, conn, draft, now, renotify_after)
+            outcome = firing.record_firing(self.dialect, conn, draft, now, renotify_after)
             self._plan(conn, plan, outcome, now)
+            for merged, sinks in outcome.merged:  # resolve the pages a merged incident sent
+                resolves = [d for d in planned(plan, merged) if d.sink in sinks]
+                if resolves and merged.incident is not None:
+                    outbox.insert(self.dialect, conn, merged.incident.id, resolves, epoch(now))
             return outcome
 
         return self.dialect.write(work)
@@ -273,7 +280,10 @@ class SQLStore:
         def work(conn: Conn) -> Incident | None:
             incident = incidents.add_findings(self.dialect, conn, incident_id, findings)
             if incident is not None:
-                outbox.release_held(conn, incident_id, epoch(now))
+                # Not before a cascade's hold-down (engine.store.cascade) is over.
+                row = conn.execute("SELECT held_until FROM incidents WHERE id = ?", (incident_id,))
+                held_until = row.fetchone()[0]
+                outbox.release_held(conn, incident_id, max(epoch(now), held_until or 0.0))
             return incident
 
         return self.dialect.write(work)
@@ -289,6 +299,19 @@ class SQLStore:
         """From the kept counts (engine.store.tallies): one small query at any size."""
         with self.dialect.read() as conn:
             return tallies.as_stats(tallies.read(conn))
+
+    def probe_write(self) -> None:
+        # A 64 KB log row, incompressible, inserted and deleted in one transaction: it
+        # goes through the journal and the commit like an alert's write (a single small
+        # row can still fit on a nearly full disk where alerts fail), and leaves nothing.
+        def work(conn: Conn) -> None:
+            conn.execute(
+                "INSERT INTO logs (service, ts, level, message) VALUES (?, 0, 'DEBUG', ?)",
+                (PROBE_SERVICE, secrets.token_hex(PROBE_BYTES // 2)),
+            )
+            conn.execute("DELETE FROM logs WHERE service = ?", (PROBE_SERVICE,))
+
+        self.dialect.write(work)
 
     # --- delivery outbox ---------------------------------------------------------
     def claim_deliveries(

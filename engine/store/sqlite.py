@@ -19,6 +19,7 @@ file); `synchronous=FULL` would close that at the price of an fsync per commit.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 
 from engine.store import codec
 from engine.store.dialect import Conn
+from engine.store.errors import sqlite_unavailable
 from engine.store.migrations import split_sql
 from engine.store.outbox import COLUMNS as DELIVERY_COLUMNS
 from engine.store.sql import SQLStore
@@ -112,15 +114,19 @@ class SQLiteDialect:
             conn = self._writer
             if getattr(self._writing, "active", False):
                 return work(conn)  # nested: the same transaction
-            conn.execute("BEGIN IMMEDIATE")
             self._writing.active = True
             try:
+                conn.execute("BEGIN IMMEDIATE")
                 result = work(conn)
                 conn.execute("COMMIT")
                 return result
-            except BaseException:
+            except BaseException as exc:
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):  # a failed commit may end it
+                        conn.execute("ROLLBACK")
+                unavailable = sqlite_unavailable(exc)
+                if unavailable is not None:
+                    raise unavailable from exc
                 raise
             finally:
                 self._writing.active = False
@@ -133,7 +139,13 @@ class SQLiteDialect:
                     raise RuntimeError("store is closed")
                 yield self._writer
             return
-        conn = self._take_reader()
+        try:
+            conn = self._take_reader()
+        except sqlite3.Error as exc:  # a new reader could not open the file
+            unavailable = sqlite_unavailable(exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
         try:
             if not snapshot:
                 yield conn
@@ -143,6 +155,11 @@ class SQLiteDialect:
                 yield conn
             finally:
                 conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            unavailable = sqlite_unavailable(exc)
+            if unavailable is not None:
+                raise unavailable from exc
+            raise
         finally:
             self._give_back(conn)
 

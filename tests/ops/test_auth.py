@@ -58,6 +58,7 @@ def test_scopes(make_app) -> None:
 def test_open_routes(make_app) -> None:
     c = make_app().client
     assert c.get("/healthz").status_code == 200
+    assert c.get("/readyz").status_code == 200
     assert c.get("/metrics").status_code == 200
     assert c.get("/openapi.json").status_code == 200
 

@@ -16,6 +16,7 @@ from engine.server.settings import settings_from_args
 from tests.ops.helpers import alert, bearer
 
 ING = bearer("ingest")
+READ = bearer("read")
 
 
 def test_body_limit_per_endpoint(make_app) -> None:
@@ -36,22 +37,31 @@ def test_max_body_is_the_default_for_both(make_app) -> None:
 
 
 def test_counts_and_label_limits(make_app) -> None:
+    """Alert limits are soft: an envelope over --max-alerts is processed (in batches of
+    it), fields over the label limits are cut with a marker. Context counts stay hard."""
     limits = Limits(
-        max_alerts=2, max_records=2, max_labels=4, max_label_name=10, max_label_value=16
+        max_alerts=2, max_records=2, max_labels=4, max_label_name=30, max_label_value=40
     )
     c = make_app(limits=limits).client
-    three = {"alerts": [alert(str(i)) for i in range(3)]}
+    three = {"alerts": [alert(str(i), service=f"svc-{i}") for i in range(3)]}
     r = c.post("/alerts", json=three, headers=ING)
-    assert r.status_code == 400 and "limit is 2" in r.json()["error"]
+    assert r.status_code == 200 and r.json()["received"] == 3, r.text
+    assert [x["outcome"] for x in r.json()["results"]] == ["opened"] * 3
     r = c.post("/context/logs", json=[{"service": "s", "message": "m"}] * 3, headers=ING)
     assert r.status_code == 400 and "limit is 2" in r.json()["error"]
-    for labels, field in [
-        ({"a": "1", "b": "2", "c": "3", "d": "4", "e": "5"}, "alert.labels"),
-        ({"alertname": "A", "x" * 11: "1"}, "alert.labels." + "x" * 11),
-        ({"alertname": "A", "v": "y" * 17}, "alert.labels.v"),
-    ]:
+
+    def stored_labels(labels: dict[str, str]) -> dict[str, str]:
         r = c.post("/alerts", json={"labels": labels}, headers=ING)
-        assert r.status_code == 400 and r.json()["field"] == field, r.text
+        assert r.status_code == 200, r.text
+        incident = r.json()["results"][0]["incident"]
+        return c.get(f"/api/incidents/{incident}", headers=READ).json()["alert"]["labels"]
+
+    five = {"a": "1", "b": "2", "c": "3", "alertname": "A", "e": "5"}
+    assert stored_labels(five) == {"alertname": "A", "a": "1", "b": "2", "c": "3"}
+    long_name = stored_labels({"alertname": "B", "n" * 40: "1"})
+    assert long_name == {"alertname": "B", "n" * 9 + "…[truncated 31 chars]": "1"}
+    long_value = stored_labels({"alertname": "C", "v": "y" * 100})
+    assert long_value == {"alertname": "C", "v": "y" * 19 + "…[truncated 81 chars]"}
 
 
 def test_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -442,7 +442,7 @@ def test_concurrent_prunes_share_the_work(pair, monkeypatch) -> None:
 def test_a_lost_race_is_retried_and_plan_runs_again(pair, monkeypatch) -> None:
     from psycopg import errors
 
-    from engine.store import incidents as postgres_incidents
+    from engine.store import firing as postgres_incidents
 
     store, _ = pair
     real, calls = postgres_incidents.record_firing, []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import NewContext, NewDelivery, incidents, open_store
+from engine.store import NewContext, NewDelivery, firing, incidents, open_store
 from engine.store.migrations import (
     MIGRATION_NAMES,
     MIGRATIONS,
@@ -218,7 +218,7 @@ def test_the_duplicate_lookups_use_the_indexes(db_path: str) -> None:
     filters = {"status": "open", "service": None, "team": None, "fingerprint": None}
     incidents.select(rec, filters, None, -1, groups)  # type: ignore[arg-type]
     incidents.select(rec, filters, T0, -1, groups)  # type: ignore[arg-type]
-    incidents._group_incident(store.dialect, rec, groups)  # type: ignore[arg-type]
+    firing._group_incident(store.dialect, rec, groups)  # type: ignore[arg-type]
     assert len(rec.calls) == 3
     plans = [_plan(store, sql, args) for sql, args in rec.calls]
     for plan in plans:
