@@ -152,3 +152,38 @@ def connection_cap(max_connections: int, fd_limit: int) -> int:
             )
         return room
     return max_connections
+
+
+ACCEPT_ERROR = "socket.accept() out of system resource"
+ACCEPT_ERROR_INTERVAL = 10.0  # seconds between two reports of refused accepts
+
+
+def quiet_accept_errors(
+    loop: asyncio.AbstractEventLoop, interval: float = ACCEPT_ERROR_INTERVAL
+) -> None:
+    """While the process is out of file descriptors, asyncio retries accept() every second
+    and logs each failure with a traceback. Report it once per `interval` instead, on one
+    line with how many failures it stands for; other loop errors go where they went."""
+    previous = loop.get_exception_handler()
+    last, missed = -interval, 0
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        nonlocal last, missed
+        if context.get("message") != ACCEPT_ERROR:
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+            return
+        missed += 1
+        now = loop.time()
+        if now - last >= interval:
+            log.error(
+                "cannot accept new connections: %s (%d time(s) since the last report); they "
+                "wait in the listen backlog until descriptors free up",
+                context.get("exception"),
+                missed,
+            )
+            last, missed = now, 0
+
+    loop.set_exception_handler(handler)

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from engine.rulefiles import rule_dirs
 from engine.server.app import create_app
 from engine.server.auth import startup_check
-from engine.server.connections import raise_fd_limit
+from engine.server.connections import quiet_accept_errors, raise_fd_limit
 from engine.server.logs import configure as configure_logs
 from engine.server.reload import install_sighup
 from engine.server.settings import settings_from_args
@@ -71,6 +71,7 @@ def serving(state: AppState) -> Callable[[Starlette], AbstractAsyncContextManage
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        quiet_accept_errors(asyncio.get_running_loop())  # out of descriptors: one line a while
         pruner = asyncio.create_task(prune_forever(state))
         remove_sighup = install_sighup(state)  # SIGHUP reloads the rules
         state.start()  # the outbox worker (engine.delivery)

@@ -43,11 +43,18 @@ class Checkpointer:
         conn = None
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            failing = ""  # reported once until it works again, not 4 times a second
             while not self._stop.wait(self.interval):
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:  # e.g. disk full: the next round tries again
-                    log.warning("WAL checkpoint failed: %s", exc)
+                    if str(exc) != failing:
+                        log.warning("WAL checkpoint failed (retrying quietly): %s", exc)
+                        failing = str(exc)
+                    continue
+                if failing:
+                    log.warning("WAL checkpoints work again")
+                    failing = ""
         except sqlite3.Error as exc:
             log.warning("WAL checkpointer stopped: %s", exc)
         finally:
