@@ -16,6 +16,7 @@ COMMAND_WORDS = (
     "ssh", "scp", "sudo", "rm", "psql", "mysql", "redis-cli", "aws", "gcloud", "terraform",
     "pkill", "killall", "iptables", "nslookup", "traceroute", "tcpdump", "apt-get", "yum",
     "pip", "npm", "ansible", "argocd", "openssl", "crontab", "chmod", "chown",
+    "bash", "sh", "zsh", "python", "python3", "perl", "nc", "ncat", "powershell", "eval",
 )  # fmt: skip
 
 
@@ -178,6 +179,12 @@ def extract_claims(text: str, known_names: frozenset[str] = frozenset()) -> list
     for m in p.take(QUOTE_RE):  # a quotation of 4+ words must be a verbatim quote
         if len(m.group(1).split()) >= 4:
             p.add("quote", m.group(1), " ".join(m.group(1).split()).lower())
+            # A command inside a quotation is still a command: quoting data is no licence
+            # to hand on-call a command from it.
+            for cm in _CMD_RE.finditer(m.group(1)):
+                cmd = _command_claim(m.group(1)[cm.start() :].strip().removeprefix("$").strip())
+                if cmd:
+                    p.add("command", cmd, cmd.lower())
         else:
             p.text = p.text[: m.start()] + m.group(1).center(len(m.group())) + p.text[m.end() :]
     for m in list(_CMD_RE.finditer(p.text)):

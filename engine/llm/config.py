@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.delivery.secrets import url_credentials
 from engine.timeutil import TimeFormatError, parse_duration
 
 PROVIDERS = ("ollama", "openai-compatible")
@@ -28,13 +29,30 @@ class LLMConfig:
     timeout: float = DEFAULT_TIMEOUT  # seconds, the total budget of one narration call
     api_key: str | None = field(default=None, repr=False)  # never printed
 
+    def secret_values(self) -> list[str]:
+        """What a log line or a stored reason must never show: the API key, the base URL's
+        password and its Basic-auth form."""
+        return ([self.api_key] if self.api_key else []) + url_credentials(self.base_url)
+
     def describe(self) -> str:
         """For start-up logs: everything but the key."""
         key = "set" if self.api_key else "none"
         return (
-            f"provider={self.provider} base_url={self.base_url} model={self.model} "
+            f"provider={self.provider} base_url={without_password(self.base_url)} "
+            f"model={self.model} "
             f"timeout={self.timeout:g}s api_key={key}"
         )
+
+
+def without_password(url: str) -> str:
+    """`url` with the password of its userinfo (https://user:pass@host) as `***`."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{slash}{path}"
 
 
 def parse_timeout(text: str) -> float:

@@ -4,6 +4,10 @@ The incident grounds a claim when the claim appears in its title, ids, team, ale
 and annotations, findings (summary, suggestion, outputs) or evidence (paths, snapshots),
 after sensible normalisation: `3 minutes` = `3m` = an age of 180 s, `86%` = a share of
 0.857, `2,750` = `2750.0`, a 7-character commit prefix = the full SHA.
+
+Commands are held to more: only the literal text of the rules' templates grounds one (with
+the values the rule substituted), never data an alert sender or log writer controls
+(engine.llm.commands).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from engine.llm.claims import (
     numbers_in,
     words,
 )
+from engine.llm.commands import Source, Templates, command_grounded, shipped_templates, sources_of
 from engine.model import Incident
 from engine.serialize import incident_to_dict
 from engine.timeutil import TimeFormatError, parse_ts
@@ -59,6 +64,7 @@ class Facts:
     hexes: list[str] = field(default_factory=list)  # SHAs, trace ids, fingerprints
     durations: list[float] = field(default_factory=list)
     severities: set[str] = field(default_factory=set)
+    commands: list[Source] = field(default_factory=list)  # what may ground a command
 
 
 def _strings(value: Any) -> Iterable[str]:
@@ -84,7 +90,9 @@ def _timestamps(strings: Iterable[str]) -> list[float]:
     return out
 
 
-def facts_of(incident: Incident) -> Facts:
+def facts_of(incident: Incident, templates: Templates | None = None) -> Facts:
+    """What `incident` grounds; `templates` (rule id -> its summary and suggestion sources,
+    default: the shipped rules') say which text of the findings a rule wrote itself."""
     data = incident_to_dict(incident)
     data.pop("narration", None)
     strings = list(_strings(data))
@@ -118,6 +126,7 @@ def facts_of(incident: Incident) -> Facts:
     authored = [f.summary + " " + f.suggestion for f in incident.findings]
     authored += [f.rule_id.replace(".", " ").replace("_", " ") for f in incident.findings]
     facts.rule_words = set(_WORD.findall(_QUOTED.sub(" ", " ".join(authored)).lower()))
+    facts.commands = sources_of(incident, shipped_templates() if templates is None else templates)
     return facts
 
 
@@ -133,7 +142,9 @@ def _near(value: float, candidates: list[float], unit: float) -> bool:
 
 def grounded(claim: Claim, facts: Facts) -> bool:
     v = claim.value
-    if claim.kind in ("command", "quote"):
+    if claim.kind == "command":
+        return command_grounded(claim.text, facts.commands)
+    if claim.kind == "quote":
         return " ".join(str(v).split()) in facts.corpus
     if claim.kind == "hex":
         return any(h.startswith(str(v)) for h in facts.hexes)
@@ -178,10 +189,15 @@ class Verdict:
 
 
 def check(
-    text: str, incident: Incident, known_names: Iterable[str] = (), facts: Facts | None = None
+    text: str,
+    incident: Incident,
+    known_names: Iterable[str] = (),
+    facts: Facts | None = None,
+    templates: Templates | None = None,
 ) -> Verdict:
-    """Is every concrete claim of `text` grounded in `incident`?"""
-    facts = facts or facts_of(incident)
+    """Is every concrete claim of `text` grounded in `incident`? `templates`: the rules'
+    template sources (see `facts_of`)."""
+    facts = facts or facts_of(incident, templates)
     names = frozenset(n.lower() for n in known_names)
     bad = [c.text for c in extract_claims(text, names) if not grounded(c, facts)]
     bad += causal_claims(text, facts)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from engine.llm.narrator import Narrator, OnOutcome
+from engine.llm.narrator import Narrator, OnOutcome, TemplateSource
 from engine.store.base import Store
 
 log = logging.getLogger("incident_pilot.llm")
@@ -101,9 +101,13 @@ def llm_narrator(
     *,
     environ: Mapping[str, str] = os.environ,
     on_outcome: OnOutcome | None = None,
+    templates: TemplateSource | None = None,
 ) -> DeliveryNarrator | None:
     """For `serve`: the delivery hook when INCIDENT_PILOT_LLM_PROVIDER is set, else None.
     Raises LLMConfigError (engine.llm.config) when the LLM settings are wrong. Each
-    narration's outcome goes to `on_outcome` (the server's metrics)."""
-    narrator = Narrator.from_env(environ, known_names=known_names(ownership), on_outcome=on_outcome)
+    narration's outcome goes to `on_outcome` (the server's metrics); `templates` gives the
+    rules' templates in use, which alone may ground a command."""
+    narrator = Narrator.from_env(
+        environ, known_names=known_names(ownership), on_outcome=on_outcome, templates=templates
+    )
     return delivery_narrator(narrator, store) if narrator is not None else None

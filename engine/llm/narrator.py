@@ -17,6 +17,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from engine.delivery.secrets import Redactor
+from engine.llm.commands import Templates
 from engine.llm.config import LLMConfig, load_config
 from engine.llm.grounding import check
 from engine.llm.prompt import CLOSE_TAG, OPEN_TAG, build_messages
@@ -31,6 +33,7 @@ MAX_PROSE = 4000  # characters: a longer answer is not a narration
 OUTCOMES: Counter[str] = Counter()
 _outcomes_lock = threading.Lock()
 OnOutcome = Callable[[str], None]  # called with "ok", "rejected", "timeout", ...
+TemplateSource = Callable[[], Templates]  # the rules in use now (they can be reloaded)
 
 
 def _outcome(reason: str) -> str:
@@ -67,11 +70,18 @@ class Narrator:
         known_names: Iterable[str] = (),
         client: ChatClient | None = None,
         on_outcome: OnOutcome | None = None,
+        templates: TemplateSource | None = None,
     ):
+        """`templates`: the rule templates that may ground a command (engine.llm.commands);
+        default: the shipped rules'."""
         self.config = config
         self.known_names = frozenset(n.lower() for n in known_names if n)
         self.client = client or ChatClient(config)
         self.on_outcome = on_outcome
+        self.templates = templates
+        self.redactor = Redactor()  # a reason may quote what an echoing endpoint sent back
+        for value in config.secret_values():
+            self.redactor.add_value(value)
 
     @classmethod
     def from_env(
@@ -80,6 +90,7 @@ class Narrator:
         *,
         known_names: Iterable[str] = (),
         on_outcome: OnOutcome | None = None,
+        templates: TemplateSource | None = None,
     ) -> Narrator | None:
         """None when INCIDENT_PILOT_LLM_PROVIDER is unset; raises LLMConfigError when the
         settings are wrong. `known_names`: services and teams the deployment knows (e.g. the
@@ -89,7 +100,7 @@ class Narrator:
         if config is None:
             return None
         log.info("LLM narration on: %s", config.describe())
-        return cls(config, known_names=known_names, on_outcome=on_outcome)
+        return cls(config, known_names=known_names, on_outcome=on_outcome, templates=templates)
 
     def _count(self, outcome: str) -> None:
         with _outcomes_lock:
@@ -111,7 +122,8 @@ class Narrator:
             template = f"[{incident.severity.word.upper()}] {incident.title} ({incident.id})\n"
         try:
             prose = clean_prose(self.client.complete(build_messages(incident)))
-            verdict = check(prose, incident, self.known_names)
+            templates = self.templates() if self.templates is not None else None
+            verdict = check(prose, incident, self.known_names, templates=templates)
             if not verdict.ok:
                 raise LLMError(verdict.reason)
         except LLMError as exc:
@@ -127,7 +139,7 @@ class Narrator:
                 "provider": self.config.provider,
                 "model": self.config.model,
             }
-        reason = redact(reason, self.config.api_key)
+        reason = self.redactor.scrub(redact(reason, self.config.api_key))
         outcome = _outcome(reason)
         self._count(outcome)
         # The reason may quote the prose (and so data): full text at debug level only; it is

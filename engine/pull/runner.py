@@ -63,10 +63,17 @@ class PullRunner:
         config: PullConfig,
         *,
         on_done: Callable[[], None] = lambda: None,
+        on_rule: Callable[[str, str], None] = lambda rule, outcome: None,
+        scrub: Callable[[str], str] = lambda text: text,
         clock: Callable[[], datetime] = utcnow,
         public_url: str = "",
     ) -> None:
+        """`on_rule(rule id, outcome)` hears of each pull rule that ends in a rule.error
+        finding: outcome `overrun` (its source did not answer within the budget) or `error`
+        (the server's metrics count both). `scrub` removes secrets from an error before it
+        becomes a finding (a source or proxy may echo the token or the URL's password)."""
         self.store, self.config, self.on_done, self.clock = store, config, on_done, clock
+        self.on_rule, self.scrub = on_rule, scrub
         self.public_url = public_url  # the templates' `public_url` and `incident_url`
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -178,6 +185,7 @@ class PullRunner:
                 return None  # a var the alert lacks: the rule does not apply
             base = self.config.urls.get(spec.source, "")
             if not base:
+                self._count(rule.id, "error")
                 return rule_error_finding(
                     rule, f"no --{spec.source}-url is configured, so the query was not sent"
                 )
@@ -185,20 +193,29 @@ class PullRunner:
             try:
                 recs = await self._answer(envelope, req, deadline)
             except TimeoutError:
+                self._count(rule.id, "overrun")
                 return rule_error_finding(
                     rule,
                     f"{spec.source} did not answer within the pull budget "
                     f"({self.config.budget:g}s): {query}",
                 )
             except (PullError, httpx.HTTPError) as exc:
+                self._count(rule.id, "error")
                 return rule_error_finding(
-                    rule, f"{spec.source} query failed: {exc}; query: {query}"
+                    rule, self.scrub(f"{spec.source} query failed: {exc}; query: {query}")
                 )
             anchor = alert.starts_at.timestamp()
             mine = [{**r, "age": round(anchor - r["_epoch"], 3)} for r in recs]
             return evaluate_records(rule, scope, mine, RuleTrace(rule.id))
         except Exception as exc:  # a broken rule must never break the others
-            return rule_error_finding(rule, describe_error(exc))
+            self._count(rule.id, "error")
+            return rule_error_finding(rule, self.scrub(describe_error(exc)))
+
+    def _count(self, rule_id: str, outcome: str) -> None:
+        try:
+            self.on_rule(rule_id, outcome)
+        except Exception:  # metrics must never break a pull
+            log.debug("could not count pull rule %s: %s", rule_id, outcome, exc_info=True)
 
     async def _answer(self, envelope: Envelope, req: Request, deadline: float) -> Answer:
         remaining = deadline - time.monotonic()

@@ -124,6 +124,10 @@ class Metrics:
         self.rule_errors = Counter(
             f"{NS}_rule_errors", "Rule evaluations that failed, by rule", ["rule"], registry=r
         )
+        self.rule_budget_overruns = Counter(
+            f"{NS}_rule_budget_overruns", "Pull rules whose source did not answer within the "
+            "pull budget, by rule", ["rule"], registry=r,
+        )  # fmt: skip
         self.deliveries = Counter(
             f"{NS}_deliveries", "Delivery attempts, by sink and outcome", ["sink", "outcome"],
             registry=r,
@@ -170,6 +174,14 @@ class Metrics:
                 self.rule_errors.labels(trace.rule_id).inc()
         for finding in evaluation.findings:
             self.findings.labels(finding.rule_id, finding.severity.word).inc()
+
+    def pull_rule(self, rule: str, outcome: str) -> None:
+        """A pull rule that did not make it (engine.pull's `on_rule`): outcome `overrun`
+        (no answer within the budget) or `error` (refused, failed, broken)."""
+        if outcome == "overrun":
+            self.rule_budget_overruns.labels(rule).inc()
+        else:
+            self.rule_errors.labels(rule).inc()
 
     def reloaded(self, ok: bool, rules: int | None = None) -> None:
         self.reload_success.set(1 if ok else 0)

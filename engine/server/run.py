@@ -21,6 +21,7 @@ from engine.server.app import create_app
 from engine.server.auth import startup_check
 from engine.server.connections import quiet_accept_errors, raise_fd_limit
 from engine.server.logs import configure as configure_logs
+from engine.server.logs import scrub_secrets
 from engine.server.reload import install_sighup
 from engine.server.settings import settings_from_args
 from engine.server.state import AppState, StartupError, build_state, print_startup_error, redact_db
@@ -99,6 +100,7 @@ def serve(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print_startup_error(exc)
         return 1
+    scrub_secrets(state.delivery.redactor.scrub)
     secret_vars = [ref[4:] for ref in state.delivery.config.secrets if ref.startswith("env:")]
     for warning in unknown_variable_warnings(os.environ, known_variables(secret_vars)):
         log.warning("%s", warning)

@@ -26,6 +26,7 @@ from engine.adapters.deploy_config import HookConfig, load_hooks
 from engine.alerts import AlertLimits
 from engine.delivery.service import DeliveryConfigError, DeliveryService, load_delivery_config
 from engine.ingest import ContextLimits
+from engine.llm.commands import rule_templates
 from engine.llm.config import LLMConfigError
 from engine.llm.hook import DeliveryNarrator, llm_narrator
 from engine.model import Alert
@@ -38,6 +39,7 @@ from engine.server.auth import AuthConfigError, TokenSet, load_tokens
 from engine.server.counters import Counters
 from engine.server.faults import Faults
 from engine.server.metrics import Metrics
+from engine.server.scrub import learn_secrets, store_error
 from engine.server.settings import ServeSettings
 from engine.store import open_store
 from engine.store.base import Store
@@ -57,8 +59,8 @@ class StartupError(Exception):
 
 
 def redact_db(url: str) -> str:
-    """The store URL without its password, for logs."""
-    if "://" not in url:
+    """The store URL (or conninfo string) without its passwords, for logs."""
+    if "://" not in url and "=" not in url:
         return url
     from engine.store.postgres import redact  # only a URL store needs the Postgres driver
 
@@ -193,7 +195,8 @@ def build_state(
     try:
         store = open_store(settings.db)
     except Exception as exc:  # a bad path or URL is the operator's mistake: say it plainly
-        raise StartupError(f"cannot open the store {redact_db(settings.db)!r}: {exc}") from None
+        why = store_error(settings.db, exc)
+        raise StartupError(f"cannot open the store {redact_db(settings.db)!r}: {why}") from None
     try:
         return _assemble(settings, store, ruleset, tokens, stdout, environ)
     except BaseException:
@@ -211,9 +214,18 @@ def _assemble(
 ) -> AppState:
     counters = Counters()
     metrics = Metrics(store, counters, rules_loaded=len(ruleset.enabled))
+    built: list[AppState] = []  # the rules in use are the state's (a reload replaces them)
+
+    def templates() -> dict[str, dict[str, str]]:
+        return rule_templates(built[0].ruleset if built else ruleset)
+
     try:  # optional LLM narration (engine.llm): off unless INCIDENT_PILOT_LLM_PROVIDER is set
         narrator = llm_narrator(
-            store, ruleset.ownership, environ=environ, on_outcome=metrics.narration
+            store,
+            ruleset.ownership,
+            environ=environ,
+            on_outcome=metrics.narration,
+            templates=templates,
         )
     except LLMConfigError as exc:
         raise StartupError(f"refusing to start: {exc}") from None
@@ -244,8 +256,19 @@ def _assemble(
         pull_config = load_pull_config(settings.pull, environ)
     except PullConfigError as exc:
         raise StartupError(f"refusing to start: {exc}") from None
-    pulls = PullRunner(store, pull_config, on_done=delivery.wake, public_url=settings.public_url)
-    return AppState(
+    pulls = PullRunner(
+        store,
+        pull_config,
+        on_done=delivery.wake,
+        on_rule=metrics.pull_rule,
+        scrub=delivery.redactor.scrub,
+        public_url=settings.public_url,
+    )
+    # The delivery redactor scrubs every secret of the process (serve scrubs logs with it).
+    learn_secrets(
+        delivery.redactor, db=settings.db, hooks=hooks, pulls=pull_config, environ=environ
+    )
+    state = AppState(
         settings=settings,
         store=store,
         ruleset=ruleset,
@@ -258,6 +281,8 @@ def _assemble(
         pulls=pulls,
         listeners=[metrics.observe, delivery.wake],
     )
+    built.append(state)
+    return state
 
 
 def print_startup_error(exc: StartupError) -> None:

@@ -4,6 +4,7 @@ LLM servers on loopback ports, and narrators configured the way the server is (e
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -61,7 +62,9 @@ def build_incident(ruleset: RuleSet, raw: dict, store: Store | None = None) -> I
 
 @pytest.fixture(scope="session")
 def incident(shipped_rules: RuleSet) -> Incident:
-    return build_incident(shipped_rules, scenario())
+    # A fixed id without digits: a random hex id sometimes holds a number (say "48") that
+    # the grounding tests use as an invented claim, and would then count as grounded.
+    return replace(build_incident(shipped_rules, scenario()), id="inc-abcdefabcdef")
 
 
 @pytest.fixture(scope="session")

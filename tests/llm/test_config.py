@@ -67,3 +67,23 @@ def test_bad_settings_are_reported(env: dict[str, str], message: str) -> None:
 )
 def test_timeout_forms(text: str, seconds: float) -> None:
     assert parse_timeout(text) == seconds
+
+
+def test_describe_and_secret_values_cover_a_password_in_the_base_url() -> None:
+    cfg = load_config(
+        {
+            f"{P}PROVIDER": "ollama",
+            f"{P}BASE_URL": "https://narrator:s3cret%2Fpw@llm.internal:11434/",
+            f"{P}MODEL": "m",
+            f"{P}API_KEY": "sk-key-0123",
+        }
+    )
+    assert cfg is not None
+    assert "s3cret" not in cfg.describe()
+    assert "base_url=https://narrator:***@llm.internal:11434 " in cfg.describe()
+    assert set(cfg.secret_values()) == {
+        "sk-key-0123",
+        "s3cret%2Fpw",
+        "s3cret/pw",
+        "bmFycmF0b3I6czNjcmV0L3B3",  # base64 of narrator:s3cret/pw (HTTP Basic)
+    }

@@ -116,7 +116,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 def classify(resp: httpx.Response, redactor: Redactor) -> SendResult:
     if 200 <= resp.status_code < 300:
         return SendResult("ok")
-    body = redactor.scrub(resp.text[:200].replace("\n", " "))
+    body = redactor.excerpt(resp.text, 200).replace("\n", " ")
     error = f"HTTP {resp.status_code}: {body}".strip()
     code = resp.status_code
     if resp.status_code in (408, 425, 429) or resp.status_code >= 500:
