@@ -8,7 +8,9 @@ Everything in one run, so ratios compare numbers taken on the same machine minut
      (bench/handwritten.py), in-process, interleaved;
   3. context ingest (single-record and 1,000-record POSTs) against two ceilings: a no-op
      Starlette endpoint and a raw `executemany` into the same schema;
-  4. server memory (VmHWM) with 1M records and the store's size on disk.
+  4. server memory (VmHWM) with 1M records and the store's size on disk;
+  5. the pages' server-side render time (bench/pages.py): one incident with 60 findings,
+     the incidents list at 10,000 incidents.
 Writes bench/results/latest.json and the table in docs/PERFORMANCE.md (between markers);
 `--smoke` writes only to `--out` (a temporary directory by default).
 """
@@ -37,7 +39,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import collectors, datagen, handwritten, many_open, retention, stats_scale
+from bench import collectors, datagen, handwritten, many_open, pages, retention, stats_scale
 from bench.http import Client, load_worker
 from engine.rules.aggregate import nearest_rank
 from engine.testing import ServerProcess
@@ -767,6 +769,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             "detail": f"VmHWM {mem['VmHWM']} MiB",
         },
     ]
+    rows += pages.pages_targets(result["pages"])
     many = result.get("open_incidents")
     if many and many["p99_ratio"] is not None:
         rows.append(
@@ -917,6 +920,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['memory']['records']:,} records ({result['memory']['after']}); the store "
         f"takes {result['memory']['store_mib_per_million_records']} MiB on disk per million "
         "context records (data + indexes).",
+        *pages.pages_markdown(result["pages"]),
     ]
     return "\n".join(lines)
 
@@ -976,6 +980,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-docs", action="store_true", help="do not touch the docs page")
     p.add_argument("--workdir", type=Path, help="where the store files go (default: a temp dir)")
+    p.add_argument(
+        "--pages-only",
+        action="store_true",
+        help="only the pages' render times (bench/pages.py); prints their table, writes nothing",
+    )
     return p.parse_args(argv)
 
 
@@ -990,6 +999,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         docs = None if args.no_docs else (args.docs or DOCS)
     shown = ["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])]
     work = Path(tempfile.mkdtemp(prefix="bench-work-", dir=args.workdir))
+    if args.pages_only:
+        try:
+            section = pages.pages_section(mode.name, work, log)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        sys.stdout.write(
+            "\n".join([*pages.pages_markdown(section), "", f"Load average: {load}."]) + "\n"
+        )
+        return 0
     started = time.time()
     t0 = round(started)  # the data's "now": alerts start here
     result: dict[str, Any] = {
@@ -1011,6 +1030,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for suffix in ("", "-wal", "-shm"):
             Path(db + suffix).unlink(missing_ok=True)
         result["ingest"] = ingest_section(mode, work, t0)
+        result["pages"] = pages.pages_section(mode.name, work, log)
         result["prune"] = retention.prune_section(
             mode.sizes[-1],
             work,

@@ -24,6 +24,7 @@ SECTIONS = (
     "prune",
     "open_incidents",
     "stats_scale",
+    "pages",
     "targets",
 )
 
@@ -83,7 +84,7 @@ def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
     assert result["open_incidents"]["many_open"]["open_incidents_before"] >= 200
     assert result["stats_scale"]["incidents"] == 2_000
     assert {"p50_ms", "p99_ms"} <= result["stats_scale"]["/metrics"].keys()
-    assert len(result["targets"]) == 11
+    assert len(result["targets"]) == 13  # and the two page targets (bench/pages.py)
     for target in result["targets"]:
         assert {"name", "target", "measured", "pass"} <= target.keys()
 

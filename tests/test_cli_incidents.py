@@ -147,6 +147,32 @@ def test_list_filters_and_json(server, capsys, monkeypatch) -> None:
     assert out == "no incidents\n"
 
 
+def rows_of(out: str) -> list[str]:
+    return [line.split()[0] for line in out.splitlines()[1:] if not line.startswith("more:")]
+
+
+def test_list_severity_search_and_pages(server, capsys, monkeypatch) -> None:
+    def ids(*argv: str) -> tuple[list[str], str]:
+        code, out, err = cli(capsys, monkeypatch, "incidents", "list", *argv,
+                             url=server.url, token=READ)  # fmt: skip
+        assert (code, err) == (0, "")
+        return rows_of(out), out
+
+    assert ids("--severity", "high")[0] == [server.demo_id]
+    assert ids("--severity", "critical,medium")[0] == []
+    assert ids("--search", "api gateway")[0] == [server.demo_id]
+    assert ids("--search", "slow")[0] == [server.other_id]
+    first, out = ids("--limit", "1")
+    assert first == [server.other_id]
+    last_line = out.splitlines()[-1]
+    assert last_line.startswith("more: --cursor ")
+    second, out = ids("--limit", "1", "--cursor", last_line.split()[-1])
+    assert second == [server.demo_id] and "more:" not in out
+    code, _, err = cli(capsys, monkeypatch, "incidents", "list", "--severity", "urgent",
+                       url=server.url, token=READ)  # fmt: skip
+    assert code == 1 and err.startswith("incident-pilot: severity must be one or more of ")
+
+
 def test_show_prints_the_report_stdout_printed(server, capsys, monkeypatch) -> None:
     """The same renderer and layout as the server's stdout: for an incident that has not
     changed since, the very same text, link included."""
@@ -160,6 +186,9 @@ def test_show_prints_the_report_stdout_printed(server, capsys, monkeypatch) -> N
     report = printed[start : printed.index("\n\n", start) + 1]
     assert out == report
     assert f"  page: {server.url}/ui/incidents/{server.demo_id}\n" in out
+    # That is the incident's page: without a session, it sends the browser to sign in.
+    page = httpx.get(f"{server.url}/ui/incidents/{server.demo_id}", timeout=10)
+    assert page.status_code in (302, 303) and "/ui/login" in page.headers["location"]
     assert "deploy.recent_correlated" in out and "evidence: context/deploys/1" in out
     assert "logs.error_spike" in out and "-> " in out
     code, out, _ = cli(capsys, monkeypatch, "incidents", "show", server.demo_id, "--json",

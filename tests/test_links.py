@@ -27,8 +27,11 @@ HARD_CODED_HOST = re.compile(
     r"|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*:\d{2,5}\b(?![:\d])",
     re.IGNORECASE,
 )
-# Names RFC 2606 keeps for examples may appear in a rule test's data.
-EXAMPLE_HOSTS = re.compile(r"://[^/\s]*\bexample\.(?:com|org|net)\b|://[^/\s]*\.example\b")
+# Names RFC 2606 keeps for examples may appear in a rule test's data; an XML namespace
+# (`xmlns="http://www.w3.org/2000/svg"` in an SVG) is a name, not a link.
+EXAMPLE_HOSTS = re.compile(
+    r"://[^/\s]*\bexample\.(?:com|org|net)\b|://[^/\s]*\.example\b|^http://www\.w3\.org$"
+)
 
 
 def _shipped_files() -> list[Path]:

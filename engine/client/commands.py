@@ -93,12 +93,21 @@ def add_client_commands(sub: Any) -> None:
     inc_sub = inc.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = inc_sub.add_parser("list", help="recent incidents as a table, newest first")
     ls.add_argument("--status", choices=("open", "resolved"))
+    ls.add_argument(
+        "--severity", help="one or more of info, low, medium, high, critical, comma-separated"
+    )
     ls.add_argument("--service", help="exactly this service")
     ls.add_argument("--team", help="exactly this team")
     ls.add_argument(
         "--since", type=_since, help="opened at or after: RFC 3339, or a duration ago (2h)"
     )
+    ls.add_argument(
+        "--search",
+        metavar="WORDS",
+        help="text search: every word starts a word of the id, title, team or a label value",
+    )
     ls.add_argument("--limit", type=_positive, default=50, help="at most this many (default 50)")
+    ls.add_argument("--cursor", help="the next page: the cursor the previous page printed")
     _json_option(ls)
     _server_options(ls)
     show = inc_sub.add_parser(
@@ -211,11 +220,15 @@ def _out(text: str) -> None:
 
 def _incidents(api: ApiClient, args: argparse.Namespace) -> dict[str, Any]:
     if args.action == "list":
-        filters = {k: getattr(args, k) for k in ("status", "service", "team", "since", "limit")}
+        names = ("status", "severity", "service", "team", "since", "limit", "cursor")
+        filters = {k: getattr(args, k) for k in names}
+        filters["q"] = args.search
         answer = api.list_incidents(filters)
         if not args.json:
             found = answer.get("incidents") or []
             _out(incidents_table(found) if found else "no incidents\n")
+            if answer.get("next_cursor"):
+                _out(f"more: --cursor {printable(answer['next_cursor'])}\n")
         return answer
     if args.action == "show":
         incident = api.get_incident(args.id)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from datetime import datetime
 from typing import Any, TypeVar
 
 from starlette.applications import Starlette
@@ -26,6 +25,7 @@ from engine.serialize import context_to_dict, incident_summary, incident_to_dict
 from engine.server.body import ClientError, media_type, parse_json_body, read_body
 from engine.server.faults import readyz, store_unavailable
 from engine.server.hooks import hook_routes
+from engine.server.incident_query import page_of, parse_incident_query
 from engine.server.loki import loki_routes
 from engine.server.ops import install_ops
 from engine.server.otlp import otlp_routes
@@ -33,11 +33,11 @@ from engine.server.pulls import pull_routes
 from engine.server.state import AppState
 from engine.server.tables import table_routes
 from engine.store.errors import StoreUnavailable
-from engine.timeutil import TimeFormatError, parse_ts, utcnow
+from engine.timeutil import utcnow
+from engine.web.install import install_pages
 
 log = logging.getLogger("incident_pilot")
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-MAX_LIST = 1000
 T = TypeVar("T")
 
 
@@ -116,44 +116,17 @@ async def post_context(request: Request) -> Response:
     return JSONResponse({"accepted": len(stored), "ids": [r.id for r in stored]})
 
 
-def _query_time(request: Request, name: str) -> datetime | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        return parse_ts(raw)
-    except TimeFormatError as exc:
-        raise ClientError(400, str(exc), name) from None
-
-
 async def list_incidents(request: Request) -> Response:
     state = _state(request)
-    q = request.query_params
-    try:
-        limit = int(q.get("limit", "50"))
-    except ValueError:
-        raise ClientError(400, "limit must be a whole number", "limit") from None
-    if not 1 <= limit <= MAX_LIST:
-        raise ClientError(400, f"limit must be between 1 and {MAX_LIST}", "limit")
-    status = q.get("status") or None
-    if status not in (None, "open", "resolved"):
-        raise ClientError(400, 'status must be "open" or "resolved"', "status")
-    for name in ("service", "team"):
-        value = q.get(name)
-        if value is not None and (len(value) > 256 or "\x00" in value):
-            raise ClientError(400, f"{name} must be at most 256 characters, without NUL", name)
-    since = _query_time(request, "since")
-    incidents = await run_in_threadpool(
-        lambda: state.store.list_incidents(
-            limit=limit,
-            status=status,
-            service=q.get("service") or None,
-            team=q.get("team") or None,
-            since=since,
-        )
-    )
+    query = parse_incident_query(request.query_params)
+    found = await run_in_threadpool(query.fetch, state.store)
+    incidents, next_cursor = page_of(found, query)
     return JSONResponse(
-        {"incidents": [incident_summary(i) for i in incidents], "count": len(incidents)}
+        {
+            "incidents": [incident_summary(i) for i in incidents],
+            "count": len(incidents),
+            "next_cursor": next_cursor,
+        }
     )
 
 
@@ -303,4 +276,5 @@ def create_app(state: AppState, *, lifespan: Lifespan[Starlette] | None = None) 
     )
     app.state.ip = state
     install_ops(app, state)  # metrics, auth, limits, logs, reload, OpenAPI
+    install_pages(app, state)  # the pages for people, under /ui (engine.web)
     return app

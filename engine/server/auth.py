@@ -19,6 +19,8 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from engine.web.routes import PAGE_PREFIX
+
 ENV_PREFIX = "INCIDENT_PILOT_"
 SCOPES = ("ingest", "read", "admin")
 MIN_TOKEN_LENGTH = 16
@@ -138,6 +140,8 @@ def required_scope(method: str, path: str, metrics_auth: bool) -> str | None:
     """The scope a request needs (None: no bearer token is checked)."""
     if path in OPEN_PATHS or path.startswith(SELF_AUTHENTICATED_PREFIX):
         return None
+    if path == "/" or path == PAGE_PREFIX or path.startswith(PAGE_PREFIX + "/"):
+        return None  # the pages check their own session cookie (engine.web.pages)
     if path == "/metrics":
         return "read" if metrics_auth else None
     if method == "POST" and (path in INGEST_PATHS or path.startswith("/context/")):

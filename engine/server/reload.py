@@ -77,12 +77,16 @@ def reload_rules(state: AppState) -> ReloadResult:
                 len(state.ruleset.enabled),
             )
             state.metrics.reloaded(False)
-            return ReloadResult(False, len(state.ruleset.enabled), errors, warnings)
+            failed = ReloadResult(False, len(state.ruleset.enabled), errors, warnings)
+            state.last_reload = failed
+            return failed
         state.ruleset = ruleset  # atomic: the pipeline reads it once per alert
         count = len(ruleset.enabled)
         log.info("rules reloaded: %d enabled rules from %s", count, ", ".join(map(str, dirs)))
         state.metrics.reloaded(True, count)
-        return ReloadResult(True, count, [], warnings)
+        done = ReloadResult(True, count, [], warnings)
+        state.last_reload = done
+        return done
 
 
 async def post_reload(request: Request) -> Response:

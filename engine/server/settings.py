@@ -16,6 +16,7 @@ from engine.pull.config import PullSettings, add_pull_arguments, pull_from_args
 from engine.server.auth import AuthSettings, add_auth_arguments, auth_from_args
 from engine.server.limits import Limits, add_limit_arguments, limits_from_args
 from engine.timeutil import TimeFormatError, parse_duration
+from engine.web.session import WebSettings, add_web_arguments, web_from_args
 
 ENV_PREFIX = "INCIDENT_PILOT_"
 DEFAULT_DB = "incident-pilot.db"
@@ -105,6 +106,8 @@ class ServeSettings:
     loki_service_labels: tuple[str, ...] = DEFAULT_SERVICE_LABELS
     # Pull sources (engine/pull/config.py): Prometheus, Loki, the per-alert budget.
     pull: PullSettings = field(default_factory=PullSettings)
+    # Browser sessions of the pages (engine/web/session.py).
+    web: WebSettings = field(default_factory=WebSettings)
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -193,6 +196,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     add_config_argument(p)
     add_hook_arguments(p)
     add_pull_arguments(p, _duration)
+    add_web_arguments(p, _duration)
 
 
 def add_config_argument(p: argparse.ArgumentParser) -> None:
@@ -227,4 +231,5 @@ def settings_from_args(args: argparse.Namespace, rules: list[Path]) -> ServeSett
         deploy_services=args.deploy_services,
         loki_service_labels=args.loki_service_labels,
         pull=pull_from_args(args),
+        web=web_from_args(args),
     )

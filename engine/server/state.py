@@ -43,6 +43,7 @@ from engine.server.scrub import learn_secrets, store_error
 from engine.server.settings import ServeSettings
 from engine.store import open_store
 from engine.store.base import Store
+from engine.web.session import SessionKeyError, Sessions, load_session_key, session_key_text
 
 log = logging.getLogger("incident_pilot")
 Listener = Callable[[AlertResult], None]
@@ -79,9 +80,12 @@ class AppState:
     counters: Counters
     hooks: HookConfig  # the deploy webhooks' secrets and service table
     pulls: PullRunner  # prometheus / loki rules, run after each new incident is stored
+    sessions: Sessions  # browser sessions of the pages (engine.web)
     # Told of every stored alert outcome (metrics, the delivery worker's wake-up).
     listeners: list[Listener] = field(default_factory=list)
     started: float = field(default_factory=time.time)
+    # The last rule reload's result (engine.server.reload.ReloadResult); None: none since start.
+    last_reload: Any = None
     pipeline: Pipeline = field(init=False)
     faults: Faults = field(init=False)  # store readiness, failed writes, truncated fields
     alert_limits: AlertLimits = field(init=False)
@@ -268,6 +272,14 @@ def _assemble(
     learn_secrets(
         delivery.redactor, db=settings.db, hooks=hooks, pulls=pull_config, environ=environ
     )
+    try:
+        sessions = Sessions(
+            load_session_key(settings.web, environ, warn=bool(tokens)), settings.web.session_ttl
+        )
+    except SessionKeyError as exc:
+        raise StartupError(f"refusing to start: {exc}") from None
+    if key_text := session_key_text(settings.web, environ):
+        delivery.redactor.add_value(key_text)  # never in a log line
     state = AppState(
         settings=settings,
         store=store,
@@ -279,6 +291,7 @@ def _assemble(
         counters=counters,
         hooks=hooks,
         pulls=pulls,
+        sessions=sessions,
         listeners=[metrics.observe, delivery.wake],
     )
     built.append(state)

@@ -101,6 +101,19 @@ class AlertOutcome:
 
 
 @dataclass(frozen=True)
+class AlertRecord:
+    """One alert recorded for an incident (`Store.incident_alerts`): the first one, or one
+    that joined it."""
+
+    fingerprint: str
+    starts_at: datetime
+    status: str  # "firing" | "resolved"
+    ends_at: datetime | None
+    labels: dict[str, str] | None  # None: recorded before alerts kept their labels
+    generator_url: str = ""
+
+
+@dataclass(frozen=True)
 class NewDelivery:
     """One message for one sink, stored in the outbox before it is attempted."""
 
@@ -197,6 +210,21 @@ class Store(Protocol):
         """
         ...
 
+    def context_column(
+        self,
+        kind: str,
+        column: str,
+        *,
+        start: datetime,
+        end: datetime,
+        service: str | None = None,
+        limit: int | None = None,
+    ) -> list[tuple[float, str, Any]]:
+        """(epoch seconds, id, value of `column`) of the records query_context would return,
+        newest first, reading one of the kind's typed columns (codec.TYPED_FIELDS) only:
+        for summaries over many records. Other columns are a ValueError."""
+        ...
+
     def get_context(self, kind: str, record_id: str) -> ContextRecord | None: ...
 
     def prune_context(self, before: datetime) -> int:
@@ -251,11 +279,23 @@ class Store(Protocol):
         fingerprint: str | None = None,
         since: datetime | None = None,
         any_of: Sequence[Mapping[str, str]] = (),
+        severities: Sequence[Severity] = (),
+        q: str | None = None,
+        before: tuple[datetime, str] | None = None,
     ) -> list[Incident]:
         """Newest first by opened_at (filters are ANDed; None means any); `since` is
         inclusive; `limit` None means all. `any_of`, when not empty: only the incidents
         matching at least one of its maps, each an AND of column = value over the columns
-        in ANY_OF_COLUMNS (any other column, or an empty map, is a ValueError)."""
+        in ANY_OF_COLUMNS (any other column, or an empty map, is a ValueError).
+        `severities`: any of them (empty: any). `q`: a text search, each of its words the
+        start of a word of the incident's id, title, team or alert label values
+        (engine.store.search). `before`: a cursor, the (opened_at, id) of the last incident
+        of the previous page; only those after it in this order."""
+        ...
+
+    def incident_alerts(self, incident_id: str) -> list[AlertRecord]:
+        """Each alert recorded for the incident (the first one and those attached to it),
+        oldest first."""
         ...
 
     def resolve_incident(

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.store import cascade as cascades
-from engine.store import codec
+from engine.store import codec, search
 from engine.store.base import AlertOutcome, IncidentDraft
 from engine.store.codec import epoch, from_epoch
 from engine.store.dialect import Conn, Dialect
@@ -47,9 +47,10 @@ def record_firing(
     # an attach below points the row at the incident it joins.
     dialect.defer_foreign_keys(conn)
     claimed = conn.execute(
-        "INSERT INTO alerts (fingerprint, starts_at, incident_id, status, ends_at, received_at)"
-        " VALUES (?, ?, ?, 'firing', NULL, ?) ON CONFLICT DO NOTHING RETURNING 1",
-        (*key, draft.id, t_now),
+        "INSERT INTO alerts (fingerprint, starts_at, incident_id, status, ends_at, received_at,"
+        " labels, generator_url) VALUES (?, ?, ?, 'firing', NULL, ?, ?, ?)"
+        " ON CONFLICT DO NOTHING RETURNING 1",
+        (*key, draft.id, t_now, codec.dumps(alert.labels), alert.generator_url),
     ).fetchone()
     if claimed is None:
         # A concurrent identical firing got there first and has committed (ON CONFLICT
@@ -166,6 +167,9 @@ def _insert(conn: Conn, draft: IncidentDraft, t_now: float) -> bool:
             t_now + hold(draft) if hold(draft) else None,
         ),
     ).fetchone()
+    if row is not None:
+        terms = search.incident_terms(draft.id, draft.title, draft.team, alert)
+        search.insert_terms(conn, draft.id, terms)
     return row is not None
 
 

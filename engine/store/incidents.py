@@ -25,8 +25,8 @@ from functools import lru_cache
 from typing import Any
 
 from engine.model import Alert, Finding, Incident, Severity
-from engine.store import codec
-from engine.store.base import ANY_OF_COLUMNS, AlertOutcome, OutcomeKind
+from engine.store import codec, search
+from engine.store.base import ANY_OF_COLUMNS, AlertOutcome, AlertRecord, OutcomeKind
 from engine.store.codec import epoch, from_epoch
 from engine.store.dialect import Conn, Dialect
 
@@ -101,10 +101,16 @@ def select(
     since: datetime | None,
     limit: int | None,
     any_of: Sequence[Mapping[str, str]] = (),
+    *,
+    severities: Sequence[Severity] = (),
+    q_words: Sequence[str] = (),
+    before: tuple[datetime, str] | None = None,
 ) -> list[Incident]:
     """Incidents matching the non-None `filters` (column -> value) and, when `any_of` is
     not empty, at least one of its maps (each an AND of column = value), newest first by
-    opened_at; `since` is inclusive; `limit` is the dialect's (its `unlimited`: all)."""
+    opened_at; `since` is inclusive; `limit` is the dialect's (its `unlimited`: all).
+    `severities`: one of them; `q_words`: each the prefix of a term (engine.store.search);
+    `before`: strictly after this (opened_at, id) in the newest-first order (a cursor)."""
     equal = {column: value for column, value in filters.items() if value is not None}
     where: list[str] = []
     args: list[Any] = []
@@ -121,6 +127,17 @@ def select(
     if since is not None:
         where.append("opened_at >= ?")
         args.append(epoch(since))
+    if severities:
+        where.append(f"severity IN ({', '.join('?' for _ in severities)})")
+        args.extend(int(s) for s in severities)
+    if q_words:
+        clauses, q_args = search.match_sql(list(q_words))
+        where.extend(clauses)
+        args.extend(q_args)
+    if before is not None:
+        at = epoch(before[0])
+        where.append("(opened_at < ? OR (opened_at = ? AND id < ?))")
+        args.extend([at, at, before[1]])
     sql = f"SELECT {COLUMNS} FROM incidents"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -149,6 +166,19 @@ def any_of_clause(
         branches.append("(" + " AND ".join(f"{column} = ?" for column in columns) + ")")
         args.extend([*equal.values(), *branch.values()])
     return "(" + " OR ".join(branches) + ")", args
+
+
+def alerts_of(conn: Conn, incident_id: str) -> list[AlertRecord]:
+    """Each alert recorded for the incident, oldest first."""
+    rows = conn.execute(
+        "SELECT fingerprint, starts_at, status, ends_at, labels, generator_url FROM alerts"
+        " WHERE incident_id = ? ORDER BY starts_at, fingerprint",
+        (incident_id,),
+    ).fetchall()
+    return [
+        AlertRecord(fp, from_epoch(start), status, from_epoch(end), codec.loads(labels), url or "")
+        for fp, start, status, end, labels, url in rows
+    ]
 
 
 def record_resolved(

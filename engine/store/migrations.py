@@ -213,6 +213,30 @@ ALTER TABLE incidents ADD COLUMN symptoms TEXT;
 ALTER TABLE incidents ADD COLUMN held_until {real};
 """,
     ),
+    Migration(
+        # The incidents' text search (engine.store.search): the words each incident is
+        # found by; the primary key is the index a search word's prefix range reads, the
+        # second index the one retention deletes an incident's words by. Incidents opened
+        # before this migration are indexed when the store opens.
+        "0010_incident_terms",
+        """
+CREATE TABLE incident_terms (
+    term {key} NOT NULL,
+    incident_id {key} NOT NULL REFERENCES incidents (id),
+    PRIMARY KEY (term, incident_id)
+);
+CREATE INDEX incident_terms_incident ON incident_terms (incident_id);
+""",
+    ),
+    Migration(
+        # Each alert's labels and generatorURL, so an incident's page shows every alert
+        # that joined it, not only the first (NULL for alerts recorded before).
+        "0011_alert_labels",
+        """
+ALTER TABLE alerts ADD COLUMN labels TEXT;
+ALTER TABLE alerts ADD COLUMN generator_url TEXT;
+""",
+    ),
 )
 MIGRATION_NAMES: tuple[str, ...] = tuple(m.name for m in MIGRATIONS)
 

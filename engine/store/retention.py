@@ -8,8 +8,8 @@ about half of the write time and an alert never waits for more than one chunk.
 What goes, and when:
 - context records (deploys, logs, traces) older than `--retention`;
 - resolved incidents whose resolution is older than `--incident-retention`, with their
-  alerts and outbox rows; never an incident with a delivery still pending or sending
-  (its resolve may not have reached the pager yet);
+  alerts, outbox rows and search terms; never an incident with a delivery still pending
+  or sending (its resolve may not have reached the pager yet);
 - delivered outbox rows older than `--incident-retention`, whatever their incident;
 - stored pull answers older than `--retention` (they are context fetched at alert time).
 """
@@ -92,8 +92,8 @@ def prune_resolved(dialect: Dialect, cutoff: float) -> int:
         ids = [row[0] for row in conn.execute(pick, (cutoff, limit))]
         if not ids:
             return 0
-        for table, column in (("deliveries", "incident_id"), ("alerts", "incident_id")):
-            where, args = dialect.in_list(column, ids)
+        for table in ("deliveries", "alerts", "incident_terms"):
+            where, args = dialect.in_list("incident_id", ids)
             conn.execute(f"DELETE FROM {table} WHERE {where}", args)
         where, args = dialect.in_list("id", ids)
         return conn.execute(f"DELETE FROM incidents WHERE {where}", args).rowcount

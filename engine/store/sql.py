@@ -13,10 +13,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine.model import CONTEXT_KINDS, Alert, ContextRecord, Finding, Incident
-from engine.store import codec, firing, incidents, outbox, pulls, retention, tallies
+from engine.model import CONTEXT_KINDS, Alert, ContextRecord, Finding, Incident, Severity
+from engine.store import codec, firing, incidents, outbox, pulls, retention, search, tallies
 from engine.store.base import (
     AlertOutcome,
+    AlertRecord,
     Delivery,
     IncidentDraft,
     NewContext,
@@ -58,7 +59,8 @@ class SQLStore:
         self.dialect = dialect
         self.single_writer = dialect.single_writer
         try:
-            apply_migrations(dialect)
+            if "0010_incident_terms" in apply_migrations(dialect):
+                dialect.write(search.index_unsearched)
         except BaseException:
             dialect.close()
             raise
@@ -74,7 +76,9 @@ class SQLStore:
 
     def reset_for_tests(self) -> None:
         """Empty every table and restart the ids (tests only)."""
-        self.dialect.reset([*CONTEXT_KINDS, "pulls", "deliveries", "alerts", "incidents"])
+        self.dialect.reset(
+            [*CONTEXT_KINDS, "pulls", "deliveries", "alerts", "incident_terms", "incidents"]
+        )
         self.dialect.write(lambda conn: conn.execute("UPDATE tallies SET n = 0"))
 
     # --- context -------------------------------------------------------------------
@@ -125,6 +129,32 @@ class SQLStore:
         with self.dialect.read() as conn:
             rows = conn.execute(sql, args).fetchall()
         return [_record(kind, row) for row in rows]
+
+    def context_column(
+        self,
+        kind: str,
+        column: str,
+        *,
+        start: datetime,
+        end: datetime,
+        service: str | None = None,
+        limit: int | None = None,
+    ) -> list[tuple[float, str, Any]]:
+        """(epoch ts, id, value) of the records in the window, newest first: one typed
+        column only, for summaries over many records (the incident page's timeline)."""
+        codec.check_kind(kind)
+        if column not in {name for name, _ in codec.TYPED_FIELDS[kind]}:
+            raise ValueError(f"{kind} has no column {column!r}")
+        where = (
+            "service = ? AND ts >= ? AND ts <= ?" if service is not None else "ts >= ? AND ts <= ?"
+        )
+        args: list[Any] = [service] if service is not None else []
+        args += [epoch(start), epoch(end), self.dialect.unlimited if limit is None else limit]
+        sql = (
+            f'SELECT ts, id, "{column}" FROM {kind} WHERE {where} ORDER BY ts DESC, id DESC LIMIT ?'
+        )
+        with self.dialect.read() as conn:
+            return [(ts, str(rid), value) for ts, rid, value in conn.execute(sql, args)]
 
     def get_context(self, kind: str, record_id: str) -> ContextRecord | None:
         codec.check_kind(kind)
@@ -198,13 +228,30 @@ class SQLStore:
         fingerprint: str | None = None,
         since: datetime | None = None,
         any_of: Sequence[Mapping[str, str]] = (),
+        severities: Sequence[Severity] = (),
+        q: str | None = None,
+        before: tuple[datetime, str] | None = None,
     ) -> list[Incident]:
         """Newest first by opened_at; `since` filters opened_at >= since; limit None: all;
         `any_of`: at least one of its column = value maps holds (Store.list_incidents)."""
         filters = {"status": status, "service": service, "team": team, "fingerprint": fingerprint}
         limit = self.dialect.unlimited if limit is None or limit < 0 else limit
+        q_words = search.query_words(q or "")
         with self.dialect.read() as conn:
-            return incidents.select(conn, filters, since, limit, any_of)
+            return incidents.select(
+                conn,
+                filters,
+                since,
+                limit,
+                any_of,
+                severities=severities,
+                q_words=q_words,
+                before=before,
+            )
+
+    def incident_alerts(self, incident_id: str) -> list[AlertRecord]:
+        with self.dialect.read() as conn:
+            return incidents.alerts_of(conn, incident_id)
 
     def record_firing(
         self,

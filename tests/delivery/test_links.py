@@ -45,6 +45,10 @@ def test_every_sink_links_to_the_incident_page(delivery_app, standin, capsys) ->
     iid = result["incident"]
     page = f"https://pilot.example.org/ops{PAGE_PREFIX}/incidents/{iid}"
     assert incident_url(BASE, iid) == page
+    # The link's path is the incident's page on this server (the pages are open without tokens).
+    opened = client.get(page.removeprefix("https://pilot.example.org/ops"))
+    assert opened.status_code == 200 and "text/html" in opened.headers["content-type"]
+    assert iid in opened.text
 
     for server in (chat, pd, og, hook):
         assert server.wait_for(1), "a sink was not called"

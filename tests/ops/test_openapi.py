@@ -47,6 +47,8 @@ def test_every_route_is_in_the_spec(make_app) -> None:
     missing = []
     for route in app.app.routes:
         assert isinstance(route, Route), f"unexpected route type {route!r}"
+        if not route.include_in_schema:
+            continue  # the HTML pages for browsers (engine.web), not the JSON API
         for method in (route.methods or set()) - {"HEAD"}:
             op = spec["paths"].get(route.path, {}).get(method.lower())
             if op is None or "responses" not in op:

@@ -1,0 +1,1 @@
+"""Server-rendered pages for people: incidents, one incident, rules, deliveries, sign-in."""
