@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
+import cramjam
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from bench.datagen import SERVICES, service_name
+from engine.adapters import loki_push_pb2
 
 OTLP_BATCH = 512  # spans per request: the OpenTelemetry SDK's default max_export_batch_size
 LOKI_BATCH = 1000  # lines per push
@@ -68,8 +71,28 @@ def otlp_trace_bodies(seed: int, requests: int, t0: float) -> list[bytes]:
 def loki_json_bodies(seed: int, requests: int, t0: float) -> list[bytes]:
     """`requests` Loki push bodies (JSON, as python-logging-loki and Vector send them) of
     LOKI_BATCH lines."""
-    rng = random.Random(f"{seed}-loki")
+    return [json.dumps(push).encode() for push in _loki_pushes(seed, requests, t0)]
+
+
+def loki_protobuf_bodies(seed: int, requests: int, t0: float) -> list[bytes]:
+    """The same pushes as loki_json_bodies, the way Promtail and Grafana Alloy send them:
+    a `logproto.PushRequest` (labels as a Prometheus label string), snappy block format."""
     bodies = []
+    for push in _loki_pushes(seed, requests, t0):
+        request = loki_push_pb2.PushRequest()
+        for stream in push["streams"]:
+            labels = ", ".join(f'{k}="{v}"' for k, v in sorted(stream["stream"].items()))
+            adapter = request.streams.add(labels="{" + labels + "}")
+            for ns, line in stream["values"]:
+                entry = adapter.entries.add(line=line)
+                entry.timestamp.seconds, entry.timestamp.nanos = divmod(int(ns), 10**9)
+        bodies.append(bytes(cramjam.snappy.compress_raw(request.SerializeToString())))
+    return bodies
+
+
+def _loki_pushes(seed: int, requests: int, t0: float) -> list[dict[str, Any]]:
+    rng = random.Random(f"{seed}-loki")
+    pushes = []
     per_stream = LOKI_BATCH // SERVICES_PER_REQUEST
     for _ in range(requests):
         streams = []
@@ -81,5 +104,5 @@ def loki_json_bodies(seed: int, requests: int, t0: float) -> list[bytes]:
                 line = _LINES[i % len(_LINES)].format(n=i, ms=i % 900)
                 values.append([str(ns), line])
             streams.append({"stream": {"service_name": svc, "level": level}, "values": values})
-        bodies.append(json.dumps({"streams": streams}).encode())
-    return bodies
+        pushes.append({"streams": streams})
+    return pushes

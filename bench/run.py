@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import json
 import multiprocessing
@@ -561,7 +562,7 @@ def raw_executemany(
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA busy_timeout = 10000")
     done = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     i = 0
     while done < total:
         sql, built = rows[i % len(rows)]
@@ -570,16 +571,70 @@ def raw_executemany(
         conn.execute("COMMIT")
         done += len(built)
         i += 1
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     conn.close()
     return {
         "records": done,
         "seconds": round(seconds, 3),
         "records_per_s": round(done / seconds, 1),
+        "cpu_us_per_record": round(cpu * 1e6 / done, 2),
     }
 
 
-def ingest_section(mode: Mode, work: Path, t0: float) -> dict[str, Any]:
+# The collector-facing paths, each against the raw-insert ceiling of its round.
+COLLECTOR_PATHS = {
+    "otlp": f"{collectors.OTLP_BATCH}-span POST /v1/traces (OTLP protobuf)",
+    "loki": f"{collectors.LOKI_BATCH}-line POST /loki/api/v1/push (JSON)",
+    "loki_proto": f"{collectors.LOKI_BATCH}-line POST /loki/api/v1/push (snappy protobuf)",
+}
+COLLECTOR_BATCH = {
+    "otlp": collectors.OTLP_BATCH,
+    "loki": collectors.LOKI_BATCH,
+    "loki_proto": collectors.LOKI_BATCH,
+}
+PAIRED = ("batched", *COLLECTOR_PATHS)
+
+
+def baseline_server(checkout: Path, db: Path, workdir: Path) -> ServerProcess:
+    """`engine_server`, but running the code of another checkout (`--baseline`): its
+    directory goes first on the server's PYTHONPATH."""
+    return ServerProcess(
+        workdir, "--quiet", db=str(db), startup_timeout=120, env={"PYTHONPATH": str(checkout)}
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _batched_paths(
+    srv: ServerProcess, seconds: float, loads: dict[str, list[list[tuple[str, bytes, str]]]]
+) -> dict[str, dict[str, Any]]:
+    """The 1,000-record /context/* batches and every collector path, in turn, on `srv`;
+    with the server's CPU time per record (less sensitive to other work on the machine
+    than throughput)."""
+    out = {}
+    for path, per_client in loads.items():
+        cpu = cpu_seconds(pid(srv))
+        res = run_workers(srv.port, per_client, 10**9, seconds)
+        size = 1000 if path == "batched" else COLLECTOR_BATCH[path]
+        res["records"] = res["requests"] * size
+        res["records_per_s"] = round(res["requests_per_s"] * size, 1)
+        res["server_cpu_us_per_record"] = round(
+            (cpu_seconds(pid(srv)) - cpu) * 1e6 / max(res["records"], 1), 2
+        )
+        out[path] = res
+    return out
+
+
+def ingest_section(
+    mode: Mode, work: Path, t0: float, *, baseline: Path | None = None, only: bool = False
+) -> dict[str, Any]:
+    """Context ingest. `only` (--ingest-only) skips the single-record and no-op parts;
+    `baseline` also runs the batched and collector paths on a server of that checkout,
+    in the same rounds, against the same ceiling ("before" figures)."""
     from engine.store.sqlite import SQLiteStore
 
     single_records = datagen.ingest_records(11, 2000 * mode.single_clients, t0)
@@ -589,78 +644,133 @@ def ingest_section(mode: Mode, work: Path, t0: float) -> dict[str, Any]:
     ]
     batch_records = datagen.ingest_records(13, 12_000 * mode.batch_clients, t0)
     batches = _batch_requests(batch_records, 1000)
-    per_batch = [
-        [
-            (f"/context/{kind}", json.dumps(recs).encode())
-            for kind, recs in batches[i :: mode.batch_clients]
-        ]
-        for i in range(mode.batch_clients)
-    ]
-    per_otlp = [
-        [
-            ("/v1/traces", body, "application/x-protobuf")
-            for body in collectors.otlp_trace_bodies(17 + i, 8, t0)
-        ]
-        for i in range(mode.batch_clients)
-    ]
-    per_loki = [
-        [("/loki/api/v1/push", body) for body in collectors.loki_json_bodies(19 + i, 8, t0)]
-        for i in range(mode.batch_clients)
-    ]
+    clients = range(mode.batch_clients)
+    loads: dict[str, list[list[tuple[str, bytes, str]]]] = {
+        "batched": [
+            [
+                (f"/context/{kind}", json.dumps(recs).encode(), "application/json")
+                for kind, recs in batches[i :: mode.batch_clients]
+            ]
+            for i in clients
+        ],
+        "otlp": [
+            [
+                ("/v1/traces", body, "application/x-protobuf")
+                for body in collectors.otlp_trace_bodies(17 + i, 8, t0)
+            ]
+            for i in clients
+        ],
+        "loki": [
+            [
+                ("/loki/api/v1/push", body, "application/json")
+                for body in collectors.loki_json_bodies(19 + i, 8, t0)
+            ]
+            for i in clients
+        ],
+        "loki_proto": [
+            [
+                ("/loki/api/v1/push", body, "application/x-protobuf")
+                for body in collectors.loki_protobuf_bodies(23 + i, 8, t0)
+            ]
+            for i in clients
+        ],
+    }
     rounds: list[dict[str, Any]] = []
     db = work / "ingest.db"
     raw_db = work / "ingest-raw.db"
-    with (
-        running(NoopServer(work / "noop")) as (noop_server, _),
-        running(engine_server(db, work / "server-ingest")) as (proc, _),
-    ):
-        noop_port, port = noop_server.port, proc.port
+    with contextlib.ExitStack() as stack:
+        noop_port = 0
+        if not only:
+            noop_port = stack.enter_context(running(NoopServer(work / "noop")))[0].port
+        proc = stack.enter_context(running(engine_server(db, work / "server-ingest")))[0]
+        before = None
+        if baseline is not None:
+            before = stack.enter_context(
+                running(baseline_server(baseline, work / "before.db", work / "server-before"))
+            )[0]
+        port = proc.port
         for r in range(mode.ingest_rounds):
-            log(f"ingest round {r + 1}/{mode.ingest_rounds}: no-op endpoint")
-            noop = run_workers(noop_port, per_single, 10**9, mode.single_seconds)
-            log(f"ingest round {r + 1}: GET /healthz through the server's own stack")
-            health = run_workers(
-                port,
-                [[("/healthz", b"")]] * mode.single_clients,
-                10**9,
-                mode.single_seconds / 2,
-                method="GET",
-            )
-            log(f"ingest round {r + 1}: single-record POSTs")
-            single = run_workers(port, per_single, 10**9, mode.single_seconds)
-            log(f"ingest round {r + 1}: 1,000-record POSTs")
-            batched = run_workers(port, per_batch, 10**9, mode.batch_seconds)
-            batched["records_per_s"] = round(batched["requests_per_s"] * 1000, 1)
-            batched["records"] = batched["requests"] * 1000
-            log(f"ingest round {r + 1}: {collectors.OTLP_BATCH}-span OTLP/HTTP protobuf batches")
-            otlp = run_workers(port, per_otlp, 10**9, mode.batch_seconds)
-            otlp["records_per_s"] = round(otlp["requests_per_s"] * collectors.OTLP_BATCH, 1)
-            log(f"ingest round {r + 1}: {collectors.LOKI_BATCH}-line Loki pushes (JSON)")
-            loki = run_workers(port, per_loki, 10**9, mode.batch_seconds)
-            loki["records_per_s"] = round(loki["requests_per_s"] * collectors.LOKI_BATCH, 1)
+            rd: dict[str, Any] = {}
+            if not only:
+                log(f"ingest round {r + 1}/{mode.ingest_rounds}: no-op endpoint")
+                rd["noop"] = run_workers(noop_port, per_single, 10**9, mode.single_seconds)
+                log(f"ingest round {r + 1}: GET /healthz through the server's own stack")
+                rd["healthz"] = run_workers(
+                    port,
+                    [[("/healthz", b"")]] * mode.single_clients,
+                    10**9,
+                    mode.single_seconds / 2,
+                    method="GET",
+                )
+                log(f"ingest round {r + 1}: single-record POSTs")
+                rd["single"] = run_workers(port, per_single, 10**9, mode.single_seconds)
+            # The two servers take turns, in an order flipped every round.
+            servers = [("", proc)] + ([("before_", before)] if before else [])
+            for prefix, server in servers if r % 2 == 0 else servers[::-1]:
+                log(
+                    f"ingest round {r + 1}/{mode.ingest_rounds}: 1,000-record POSTs and the "
+                    f"collector paths{' (baseline server)' if prefix else ''}"
+                )
+                for path, res in _batched_paths(server, mode.batch_seconds, loads).items():
+                    rd[prefix + path] = res
             log(f"ingest round {r + 1}: raw executemany of the same records")
             for suffix in ("", "-wal", "-shm"):
                 Path(str(raw_db) + suffix).unlink(missing_ok=True)
             SQLiteStore(str(raw_db)).close()
-            raw = raw_executemany(raw_db, batches, max(batched["records"], 10_000))
-            rounds.append(
-                {
-                    "noop": noop,
-                    "healthz": health,
-                    "single": single,
-                    "batched": batched,
-                    "otlp": otlp,
-                    "loki": loki,
-                    "raw": raw,
-                }
-            )
+            rd["raw"] = raw_executemany(raw_db, batches, max(rd["batched"]["records"], 10_000))
+            rounds.append(rd)
         mem = proc_status(pid(proc))
-    for f in ("noop", "single", "batched", "otlp", "loki"):
+    for f in rounds[0]:
         for rd in rounds:
-            if rd[f]["errors"]:
+            if rd[f].get("errors"):
                 raise RuntimeError(
                     f"ingest {f}: {rd[f]['errors']} errors, e.g. {rd[f]['first_error']}"
                 )
+
+    def paired(path: str) -> float:
+        """Each round's ratio to the raw insert of that round (the ceiling measured minutes
+        apart would flatter or sink one side), then the median over rounds."""
+        return round(
+            statistics.median(
+                rd[path]["records_per_s"] / rd["raw"]["records_per_s"] for rd in rounds
+            ),
+            3,
+        )
+
+    def paired_cpu(path: str) -> float:
+        """The same pairing on CPU time: the raw insert's CPU per record over the server's."""
+        return round(
+            statistics.median(
+                rd["raw"]["cpu_us_per_record"] / rd[path]["server_cpu_us_per_record"]
+                for rd in rounds
+            ),
+            3,
+        )
+
+    measured = [p for p in (*PAIRED, *(f"before_{p}" for p in PAIRED)) if p in rounds[0]]
+    result: dict[str, Any] = {
+        "single_clients": mode.single_clients,
+        "batch_clients": mode.batch_clients,
+        "batch_size": 1000,
+        "kinds": "~70% logs, 25% traces, 5% deploys (a batch holds one kind)",
+        "rounds": rounds,
+        "paired": {path: paired(path) for path in measured},
+        "paired_cpu": {path: paired_cpu(path) for path in measured},
+        "server_cpu_us_per_record": {
+            path: statistics.median(rd[path]["server_cpu_us_per_record"] for rd in rounds)
+            for path in measured
+        },
+        "collector_records_per_s": {
+            path: statistics.median(rd[path]["records_per_s"] for rd in rounds)
+            for path in measured
+            if path.removeprefix("before_") in COLLECTOR_PATHS
+        },
+        "server_memory_mib": mem,
+    }
+    if baseline is not None:
+        result["baseline"] = str(baseline)
+    if only:
+        return result
     best = {
         "noop_requests_per_s": max(rd["noop"]["requests_per_s"] for rd in rounds),
         "healthz_requests_per_s": max(rd["healthz"]["requests_per_s"] for rd in rounds),
@@ -668,33 +778,44 @@ def ingest_section(mode: Mode, work: Path, t0: float) -> dict[str, Any]:
         "batched_records_per_s": max(rd["batched"]["records_per_s"] for rd in rounds),
         "raw_records_per_s": max(rd["raw"]["records_per_s"] for rd in rounds),
     }
-    return {
-        "single_clients": mode.single_clients,
-        "batch_clients": mode.batch_clients,
-        "batch_size": 1000,
-        "kinds": "~70% logs, 25% traces, 5% deploys (a batch holds one kind)",
-        "rounds": rounds,
-        "best": best,
-        "single_vs_noop": round(best["single_requests_per_s"] / best["noop_requests_per_s"], 3),
-        "batched_vs_raw": round(best["batched_records_per_s"] / best["raw_records_per_s"], 3),
-        # The collector adapters against the same ceiling, each ratio paired within its
-        # round (the raw insert measured minutes apart would flatter or sink one side),
-        # then the median over rounds; the /context/* batches the same way, to compare.
-        "paired": {
-            path: round(
-                statistics.median(
-                    rd[path]["records_per_s"] / rd["raw"]["records_per_s"] for rd in rounds
-                ),
-                3,
-            )
-            for path in ("batched", "otlp", "loki")
-        },
-        "collector_records_per_s": {
-            path: statistics.median(rd[path]["records_per_s"] for rd in rounds)
-            for path in ("otlp", "loki")
-        },
-        "server_memory_mib": mem,
-    }
+    result["best"] = best
+    result["single_vs_noop"] = round(best["single_requests_per_s"] / best["noop_requests_per_s"], 3)
+    result["batched_vs_raw"] = round(best["batched_records_per_s"] / best["raw_records_per_s"], 3)
+    return result
+
+
+def ingest_markdown(ing: dict[str, Any]) -> list[str]:
+    """The batched and collector rows: records/s and the share of the raw insert, both
+    paired per round (median over rounds), by throughput and by CPU time; with the
+    baseline server's figures when the run had one."""
+    columns = ["records/s", "share of raw (throughput)", "server CPU/record", "share (CPU)"]
+    sides = ["", "before_"] if "baseline" in ing else [""]
+    head = [f"{'before: ' if side else ''}{c}" for side in sides for c in columns]
+    lines = [
+        "| path | " + " | ".join(head) + " |",
+        "| --- |" + " --- |" * len(head),
+    ]
+    for path in PAIRED:
+        cells = []
+        for side in sides:
+            key = side + path
+            rps = statistics.median(rd[key]["records_per_s"] for rd in ing["rounds"])
+            cells += [
+                f"{rps:.0f}",
+                f"{ing['paired'][key] * 100:.0f}%",
+                f"{ing['server_cpu_us_per_record'][key]:.1f} µs",
+                f"{ing['paired_cpu'][key] * 100:.0f}%",
+            ]
+        name = COLLECTOR_PATHS.get(path, "1,000-record POST /context/{kind}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    raw_cpu = statistics.median(rd["raw"]["cpu_us_per_record"] for rd in ing["rounds"])
+    raw_rps = statistics.median(rd["raw"]["records_per_s"] for rd in ing["rounds"])
+    lines.append(
+        f"| raw executemany (the ceiling) | {raw_rps:.0f} | 100% | {raw_cpu:.1f} µs | 100% |"
+    )
+    if len(sides) > 1:
+        lines[-1] = lines[-1][:-1] + " | | | |"
+    return lines
 
 
 # --- targets, results, docs --------------------------------------------------------------
@@ -758,7 +879,8 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             }
             for path, what in (
                 ("otlp", f"OTLP {collectors.OTLP_BATCH}-span batches"),
-                ("loki", f"Loki {collectors.LOKI_BATCH}-line pushes"),
+                ("loki", f"Loki {collectors.LOKI_BATCH}-line pushes (JSON)"),
+                ("loki_proto", f"Loki {collectors.LOKI_BATCH}-line pushes (snappy protobuf)"),
             )
         ),
         {
@@ -906,15 +1028,11 @@ def markdown(result: dict[str, Any]) -> str:
         f"| 1,000-record POST /context/{{kind}} | {b['batched_records_per_s']:.0f} records/s | "
         f"raw executemany {b['raw_records_per_s']:.0f} records/s | "
         f"{ing['batched_vs_raw'] * 100:.0f}% |",
-        f"| {collectors.OTLP_BATCH}-span POST /v1/traces (OTLP protobuf) | "
-        f"{ing['collector_records_per_s']['otlp']:.0f} records/s | raw executemany, paired "
-        f"per round | {ing['paired']['otlp'] * 100:.0f}% |",
-        f"| {collectors.LOKI_BATCH}-line POST /loki/api/v1/push (JSON) | "
-        f"{ing['collector_records_per_s']['loki']:.0f} records/s | raw executemany, paired "
-        f"per round | {ing['paired']['loki'] * 100:.0f}% |",
-        f"| 1,000-record POST /context/{{kind}}, paired the same way | "
-        f"{b['batched_records_per_s']:.0f} records/s (best) | raw executemany | "
-        f"{ing['paired']['batched'] * 100:.0f}% |",
+        "",
+        "Collector-facing paths, each against the raw-insert ceiling of its own round (the "
+        "median over rounds of the per-round ratio):",
+        "",
+        *ingest_markdown(ing),
         "",
         f"Memory: server VmHWM {result['memory']['VmHWM']} MiB with "
         f"{result['memory']['records']:,} records ({result['memory']['after']}); the store "
@@ -981,22 +1099,83 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-docs", action="store_true", help="do not touch the docs page")
     p.add_argument("--workdir", type=Path, help="where the store files go (default: a temp dir)")
     p.add_argument(
+        "--ingest-only",
+        action="store_true",
+        help="only the 1,000-record /context/* batches, the collector paths and the raw "
+        "insert; writes ingest.json in --out and prints the collector table",
+    )
+    p.add_argument(
+        "--ingest-rounds", type=int, help="ingest rounds (default: the mode's; full mode 2)"
+    )
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="with --ingest-only: a checkout of earlier code, run as a second server in the "
+        "same rounds (before/after figures against the same ceiling)",
+    )
+    p.add_argument(
         "--pages-only",
         action="store_true",
         help="only the pages' render times (bench/pages.py); prints their table, writes nothing",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.baseline is not None and not args.ingest_only:
+        p.error("--baseline needs --ingest-only")
+    if args.baseline is not None and not (args.baseline / "engine" / "__main__.py").is_file():
+        p.error(f"--baseline {args.baseline}: not a checkout of incident-pilot")
+    if args.ingest_rounds is not None and args.ingest_rounds < 1:
+        p.error("--ingest-rounds must be at least 1")
+    return args
+
+
+def ingest_only(mode: Mode, args: argparse.Namespace, out: Path) -> int:
+    """`--ingest-only`: the batched and collector paths against the raw insert, no docs."""
+    work = Path(tempfile.mkdtemp(prefix="bench-work-", dir=args.workdir))
+    started, at_start = time.time(), machine()
+    try:
+        ingest = ingest_section(
+            mode,
+            work,
+            round(started),
+            baseline=args.baseline and args.baseline.resolve(),
+            only=True,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = {
+        "schema": 1,
+        "mode": f"{mode.name}, ingest only",
+        "started": datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": at_start | {"loadavg_end": list(os.getloadavg())},
+        "duration_seconds": round(time.time() - started, 1),
+        "ingest": ingest,
+    }
+    write_json(out / "ingest.json", result)
+    log(f"results: {out / 'ingest.json'}")
+    m = result["machine"]
+    sys.stdout.write(
+        f"{len(ingest['rounds'])} rounds, {mode.batch_seconds:g} s per path, "
+        f"{ingest['batch_clients']} clients; load average {m['loadavg_start'][0]:.2f} at the "
+        f"start, {m['loadavg_end'][0]:.2f} at the end\n\n"
+        + "\n".join(ingest_markdown(ingest))
+        + "\n"
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    if args.ingest_rounds is not None:
+        mode = dataclasses.replace(mode, ingest_rounds=args.ingest_rounds)
     if args.smoke:
         out = args.out or Path(tempfile.mkdtemp(prefix="bench-smoke-"))
         docs = args.docs  # only when asked for explicitly
     else:
         out = args.out or RESULTS.parent
         docs = None if args.no_docs else (args.docs or DOCS)
+    if args.ingest_only:
+        return ingest_only(mode, args, out)
     shown = ["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])]
     work = Path(tempfile.mkdtemp(prefix="bench-work-", dir=args.workdir))
     if args.pages_only:

@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import cramjam
 from google.protobuf.message import DecodeError
@@ -33,7 +33,7 @@ from engine import finitejson
 from engine.adapters import compression, loki_push_pb2
 from engine.adapters.loki_labels import LABEL_NAME, LabelSyntaxError, parse_labels
 from engine.adapters.volume import normalise_level
-from engine.store.base import NewContext
+from engine.store.base import NewContext, new_context
 from engine.timeutil import format_ts
 
 DEFAULT_SERVICE_LABELS = ("service_name", "service", "app", "job")
@@ -43,6 +43,8 @@ UNKNOWN_LEVEL = "UNKNOWN"
 MAX_LINE = 64 * 1024  # characters of a line kept (engine.ingest.MAX_TEXT); longer is cut
 MAX_VALUE = 64 * 1024  # a label or metadata value
 MAX_SERVICE = 256  # engine.ingest.MAX_NAME
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
 JSON_TYPES = frozenset({"application/json"})
 PROTOBUF_TYPES = frozenset({"application/x-protobuf"})
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
@@ -59,8 +61,9 @@ class LokiError(Exception):
         self.status, self.message, self.entries = status, message, entries
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
+    """One log line. A named tuple, not a dataclass: a push builds thousands."""
+
     ns: int  # Unix time in nanoseconds
     line: str
     metadata: tuple[tuple[str, str], ...] = ()
@@ -138,6 +141,18 @@ def _json_streams(data: bytes) -> list[Stream]:
             raise LokiError(400, f"{where}.values must be an array")
         entries = []
         for v, value in enumerate(values):
+            # The usual [ts, line] is checked inline; anything else by _json_entry.
+            if type(value) is list and len(value) == 2:
+                ts, line = value
+                if (
+                    type(ts) is str
+                    and type(line) is str
+                    and ts.isascii()
+                    and ts.isdigit()
+                    and len(ts) <= 20
+                ):
+                    entries.append(Entry(int(ts), line))
+                    continue
             entries.append(_json_entry(value, f"{where}.values[{v}]"))
         streams.append(Stream(dict(labels), entries))
     return streams
@@ -178,10 +193,12 @@ def _protobuf_streams(data: bytes) -> list[Stream]:
             raise LokiError(400, f"streams[{s}].labels {stream.labels[:200]!r}: {exc}") from None
         entries = []
         for e, entry in enumerate(stream.entries):
-            seconds, nanos = entry.timestamp.seconds, entry.timestamp.nanos
+            timestamp = entry.timestamp
+            seconds, nanos = timestamp.seconds, timestamp.nanos
             if seconds < 0 or not 0 <= nanos < 1_000_000_000:
                 raise LokiError(400, f"streams[{s}].entries[{e}].timestamp is not a valid time")
-            metadata = tuple((p.name, p.value) for p in entry.structuredMetadata)
+            pairs = entry.structuredMetadata
+            metadata = tuple((p.name, p.value) for p in pairs) if pairs else ()
             entries.append(Entry(seconds * 1_000_000_000 + nanos, entry.line, metadata))
         streams.append(Stream(labels, entries))
     return streams
@@ -302,13 +319,16 @@ def to_records(
 ) -> list[NewContext]:
     """One `logs` record per entry; LokiError (nothing mapped) when an entry is out of
     bounds: more than `max_entries` in all (413), a time past now + max_future (400), a
-    service name over 256 characters (400)."""
+    service name over 256 characters (400). The records of a stream whose entries have
+    no structured metadata share one `attributes` dict (the store encodes it once):
+    treat the records as read-only."""
     total = count_entries(streams)
     if total > max_entries:
         raise LokiError(
             413, f"the push has {total} log lines; the limit is {max_entries} per request", total
         )
     latest = now + max_future
+    latest_us = (latest - _EPOCH) // _US
     records: list[NewContext] = []
     for s, stream in enumerate(streams):
         labels = {_clean(k, MAX_SERVICE): _clean(v) for k, v in stream.labels.items()}
@@ -320,19 +340,40 @@ def to_records(
                 total,
             )
         stream_attrs = {k: v for k, v in labels.items() if k != used}
+        # A level label the volume filter can rank wins over the entry (level_of): the
+        # whole stream has it.
+        stream_level = _known_level(labels)
         for e, entry in enumerate(stream.entries):
-            ts = _time(entry.ns, f"streams[{s}] entry {e}", latest, total)
-            line = _clean(entry.line, MAX_LINE)
-            metadata = {_clean(k, MAX_SERVICE): _clean(v) for k, v in entry.metadata}
-            fields: dict[str, Any] = {
-                "level": level_of(labels, metadata, line),
-                "message": line,
-            }
-            attributes = {**metadata, **stream_attrs}
+            ns, line, pairs = entry
+            if ns // 1000 <= latest_us:
+                ts = datetime.fromtimestamp(ns // 1000 / 1e6, UTC)  # exact to the microsecond
+            else:
+                ts = _time(ns, f"streams[{s}] entry {e}", latest, total)  # raises
+            if len(line) > MAX_LINE or "\x00" in line or not line.isascii():
+                line = _clean(line, MAX_LINE)
+            if pairs:
+                metadata = {_clean(k, MAX_SERVICE): _clean(v) for k, v in pairs}
+                level = stream_level or level_of(labels, metadata, line)
+                attributes = {**metadata, **stream_attrs}
+            else:
+                level = stream_level or level_of(labels, {}, line)
+                attributes = stream_attrs  # shared by the stream's records: encoded once
+            fields: dict[str, Any] = {"level": level, "message": line}
             if attributes:
                 fields["attributes"] = attributes
-            records.append(NewContext("logs", service, ts, fields))
+            records.append(new_context("logs", service, ts, fields))
     return records
+
+
+def _known_level(labels: dict[str, str]) -> str | None:
+    """The level a stream's labels name, when it is one normalise_level knows."""
+    for key in LEVEL_KEYS:
+        word = labels.get(key)
+        if word and word.strip():
+            known = normalise_level(word)
+            if known is not None:
+                return known
+    return None
 
 
 # --- the serve option ---------------------------------------------------------------

@@ -67,13 +67,17 @@ class PullRunner:
         scrub: Callable[[str], str] = lambda text: text,
         clock: Callable[[], datetime] = utcnow,
         public_url: str = "",
+        count: Callable[[str, str], None] = lambda source, outcome: None,
     ) -> None:
         """`on_rule(rule id, outcome)` hears of each pull rule that ends in a rule.error
         finding: outcome `overrun` (its source did not answer within the budget) or `error`
-        (the server's metrics count both). `scrub` removes secrets from an error before it
-        becomes a finding (a source or proxy may echo the token or the URL's password)."""
+        (the server's metrics count both). `count(source, outcome)` is told of every query
+        a pull rule needed: ok, error or timeout for one sent to the source, cached for one
+        answered by the envelope's earlier request. `scrub` removes secrets from an error
+        before it becomes a finding (a source or proxy may echo the token or the URL's
+        password)."""
         self.store, self.config, self.on_done, self.clock = store, config, on_done, clock
-        self.on_rule, self.scrub = on_rule, scrub
+        self.on_rule, self.scrub, self.count = on_rule, scrub, count
         self.public_url = public_url  # the templates' `public_url` and `incident_url`
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -225,7 +229,10 @@ class PullRunner:
         if task is None:
             task = asyncio.ensure_future(self._fetch(req, remaining))
             task.add_done_callback(_retrieved)  # a late failure nobody waits for any more
+            task.add_done_callback(lambda done: self.count(req.source, _outcome(done)))
             envelope.answers[req.key] = task
+        else:
+            self.count(req.source, "cached")
         try:
             return await asyncio.wait_for(asyncio.shield(task), remaining)
         except httpx.TimeoutException:
@@ -258,6 +265,17 @@ class PullRunner:
 def _retrieved(task: asyncio.Task[Answer]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+def _outcome(task: asyncio.Task[Answer]) -> str:
+    """What became of a query sent to a source: ok (answered and stored), timeout (no
+    answer in the budget), error (refused, failed, or not stored)."""
+    if task.cancelled():
+        return "timeout"
+    exc = task.exception()
+    if exc is None:
+        return "ok"
+    return "timeout" if isinstance(exc, TimeoutError | httpx.TimeoutException) else "error"
 
 
 def _request(

@@ -70,10 +70,18 @@ async def post_loki_push(request: Request) -> Response:
         return _reject(request, exc.status, exc.message)
     except LokiError as exc:
         return _reject(request, exc.status, exc.message, exc.entries)
-    kept = [r for r in records if settings.volume.keep_log(r.fields["level"])]
+    keep: dict[str, bool] = {}  # level word -> kept: a push has a handful of levels
+    kept = []
+    for record in records:
+        level = record.fields["level"]
+        wanted = keep.get(level)
+        if wanted is None:
+            wanted = keep[level] = settings.volume.keep_log(level)
+        if wanted:
+            kept.append(record)
     if kept:
         try:
-            await state.run_context_write(state.store.add_context, kept)
+            await state.run_context_write(state.store.append_context, kept)
         except StoreUnavailable as exc:  # nothing stored: Loki clients retry a 5xx
             state.faults.failed("loki", exc)
             return PlainTextResponse(

@@ -137,6 +137,11 @@ class Metrics:
             "outcome (stored, filtered by the volume filter, rejected as invalid)",
             ["source", "outcome"], registry=r,
         )  # fmt: skip
+        self.pull_queries = Counter(
+            f"{NS}_pull_queries", "Queries of pull rules, by source (prometheus, loki) and "
+            "outcome (ok, error, timeout; cached: answered by the same request's earlier one)",
+            ["source", "outcome"], registry=r,
+        )  # fmt: skip
         self.narrations = Counter(
             f"{NS}_narrations", "LLM narration attempts, by outcome", ["outcome"], registry=r
         )
@@ -198,6 +203,10 @@ class Metrics:
         """Count `n` pushed records of `source` (otlp_traces, otlp_logs, loki) by outcome:
         stored, filtered or rejected."""
         self.ingest_records.labels(source, outcome).inc(n)
+
+    def pull_query(self, source: str, outcome: str) -> None:
+        """One query a pull rule needed (engine.pull.runner): ok, error, timeout, cached."""
+        self.pull_queries.labels(source, outcome).inc()
 
     def narration(self, outcome: str) -> None:
         """One narration attempt: outcome is e.g. ok, error, timeout, skipped."""

@@ -56,11 +56,12 @@ _ERROR_TEXT = {
     503: "Busy (the request took too long, too many connections) or the store cannot "
     "commit: nothing was stored, retry after `Retry-After` seconds",
 }
-_HOOK_ERRORS = (400, 401, 404, 408, 413, 415, 503)  # 401: signature/token; 404: receiver off
+_HOOK_ERRORS = (400, 404, 408, 413, 415, 503)  # 404: the receiver is off (no secret set)
 
 
-def _hook(summary: str, *headers: str) -> dict[str, Any]:
-    """A deploy webhook (engine/server/hooks.py): its own signature or token, no bearer."""
+def _hook(summary: str, unauthorized: str, *headers: str) -> dict[str, Any]:
+    """A deploy webhook (engine/server/hooks.py): its own signature or token, no API
+    token; `unauthorized` says what its 401 means."""
     return {
         "summary": summary,
         "security": [],
@@ -71,6 +72,7 @@ def _hook(summary: str, *headers: str) -> dict[str, Any]:
         "requestBody": _body({"type": "object"}),
         "responses": {
             "200": _json("HookAnswer", "Committed, or acknowledged and not stored (see note)"),
+            "401": _json("Error", unauthorized),
             **_errors(*_HOOK_ERRORS),
         },
     }
@@ -139,14 +141,21 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
         },
         ("post", "/hooks/github"): _hook(
             "GitHub deployment_status webhook (X-Hub-Signature-256)",
+            "X-Hub-Signature-256 is missing or does not match the body and the webhook secret",
             "X-GitHub-Event",
             "X-Hub-Signature-256",
         ),
         ("post", "/hooks/gitlab"): _hook(
-            "GitLab deployment events webhook (X-Gitlab-Token)", "X-Gitlab-Event", "X-Gitlab-Token"
+            "GitLab deployment events webhook (X-Gitlab-Token)",
+            "X-Gitlab-Token is missing or is not the webhook's secret token",
+            "X-Gitlab-Event",
+            "X-Gitlab-Token",
         ),
         ("post", "/hooks/argocd"): _hook(
-            "Argo CD Notifications webhook (its own bearer token)", "Authorization"
+            "Argo CD Notifications webhook (its own token, not an API token)",
+            "Authorization: Bearer <token> is missing or is not the Argo CD webhook token "
+            "(INCIDENT_PILOT_ARGOCD_WEBHOOK_TOKEN); API tokens are not accepted here",
+            "Authorization",
         ),
         ("post", "/loki/api/v1/push"): _LOKI_PUSH,  # docs/INGEST.md
         ("get", "/api/incidents"): {

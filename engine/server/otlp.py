@@ -65,7 +65,7 @@ async def _export(request: Request, signal: str) -> Response:
         return _refuse(exc.status, exc.message, encoding, exc.field)
     if batch.records:
         try:
-            await state.run_context_write(state.store.add_context, batch.records)
+            await state.run_context_write(state.store.append_context, batch.records)
         except Exception as exc:  # nothing was stored: the exporter retries
             if isinstance(exc, StoreUnavailable):
                 state.faults.failed("otlp", exc)

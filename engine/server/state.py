@@ -265,6 +265,7 @@ def _assemble(
         pull_config,
         on_done=delivery.wake,
         on_rule=metrics.pull_rule,
+        count=metrics.pull_query,
         scrub=delivery.redactor.scrub,
         public_url=settings.public_url,
     )

@@ -83,11 +83,24 @@ class SQLStore:
 
     # --- context -------------------------------------------------------------------
     def add_context(self, records: Sequence[NewContext]) -> list[ContextRecord]:
+        ids = self._insert_context(records)
+        return [
+            ContextRecord(rec.kind, str(ids[i]), rec.service, codec.aware(rec.ts), dict(rec.fields))
+            for i, rec in enumerate(records)
+        ]
+
+    def append_context(self, records: Sequence[NewContext]) -> int:
+        """add_context for callers that answer without ids (the OTLP and Loki receivers):
+        the same rows in the same transaction, without building the stored records."""
+        self._insert_context(records)
+        return len(records)
+
+    def _insert_context(self, records: Sequence[NewContext]) -> list[int]:
         # Benchmarked against raw executemany: rows are built in one lean pass before the
         # transaction starts, so it holds only the inserts.
         rows: dict[str, list[list[Any]]] = {kind: [] for kind in CONTEXT_KINDS}
         order: dict[str, list[int]] = {kind: [] for kind in CONTEXT_KINDS}
-        split = codec.split_fields
+        split = codec.Splitter()
         for i, rec in enumerate(records):
             kind_rows = rows.get(rec.kind)
             if kind_rows is None:
@@ -108,10 +121,7 @@ class SQLStore:
 
         if records:
             self.dialect.write(work)
-        return [
-            ContextRecord(rec.kind, str(ids[i]), rec.service, codec.aware(rec.ts), dict(rec.fields))
-            for i, rec in enumerate(records)
-        ]
+        return ids
 
     def query_context(
         self,

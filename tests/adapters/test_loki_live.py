@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from engine.testing import ServerProcess as Server
-from tests.ops.helpers import alert, bearer, ops_server
+from tests.ops.helpers import TOKENS, alert, bearer, ops_server
 
 logging_loki = pytest.importorskip("logging_loki")
 pytestmark = pytest.mark.e2e
@@ -29,18 +29,30 @@ def server(tmp_path: Path) -> Iterator[Server]:
         server.stop()
 
 
-def test_loki_client_logs_make_an_error_spike_finding(server: Server) -> None:
-    handler = logging_loki.LokiHandler(
-        url=f"{server.url}/loki/api/v1/push", tags={"service_name": "checkout-api"}, version="1"
-    )
-    # The client speaks basic auth only; an ingest bearer token goes in its session.
-    handler.emitter.session.headers.update(bearer("ingest"))
+def documented_recipe() -> str:
+    """The python-logging-loki block of docs/INGEST.md."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "INGEST.md").read_text()
+    section = page[page.index("### From Python: python-logging-loki") :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("```", start)]
+
+
+def test_loki_client_logs_make_an_error_spike_finding(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The documented setup, as written, with only the server's address put in.
+    recipe = documented_recipe()
+    assert "http://incident-pilot:9099/loki/api/v1/push" in recipe
+    monkeypatch.setenv("INCIDENT_PILOT_INGEST_TOKEN", TOKENS["ingest"])
+    namespace: dict[str, object] = {}
+    exec(recipe.replace("http://incident-pilot:9099", server.url), namespace)
+    handler = namespace["handler"]
+    assert isinstance(handler, logging_loki.LokiHandler)
     failures: list[object] = []
     handler.handleError = lambda record: failures.append(sys.exc_info()[1])  # type: ignore[method-assign]
-    logger = logging.getLogger("tests.loki.live")
+    logger = logging.getLogger("checkout")
     logger.propagate = False
     logger.setLevel(logging.DEBUG)
-    logger.addHandler(handler)
     try:
         for i in range(6):
             logger.error("payment provider timeout after 3000ms, order %d", i)

@@ -428,7 +428,7 @@ def test_a_store_that_cannot_write_gets_503_with_retry_after(make_app) -> None:
     def broken(records: Any) -> Any:
         raise OSError("disk full")
 
-    state.store.add_context = broken  # type: ignore[method-assign]
+    state.store.append_context = broken  # type: ignore[method-assign]
     r = client.post("/v1/traces", content=traces(span()).SerializeToString(), headers=PB)
     assert r.status_code == 503
     assert int(r.headers["retry-after"]) > 0

@@ -168,3 +168,24 @@ def test_api_conforms_to_its_openapi(case, live_server) -> None:
     case.call_and_validate(
         base_url=live_server.url, headers=bearer("admin"), checks=CHECKS, timeout=10
     )
+
+
+def test_a_deploy_webhook_401_names_its_own_signature_or_token(make_app) -> None:
+    """GitHub and GitLab cannot send an API token: the webhooks' 401 is about their own
+    signature or token, while the token-checked routes keep the shared bearer-token 401."""
+    spec = make_app().client.get("/openapi.json").json()
+    own = {
+        "/hooks/github": "X-Hub-Signature-256",
+        "/hooks/gitlab": "X-Gitlab-Token",
+        "/hooks/argocd": "Argo CD webhook token",
+    }
+    for path, names in own.items():
+        op = spec["paths"][path]["post"]
+        assert op["security"] == []
+        unauthorized = op["responses"]["401"]
+        assert "$ref" not in unauthorized, f"{path}: 401 is the API's bearer-token answer"
+        assert names in unauthorized["description"], (path, unauthorized["description"])
+        assert "unknown bearer token" not in unauthorized["description"]
+    ingest = spec["paths"]["/v1/traces"]["post"]["responses"]["401"]
+    assert ingest == {"$ref": "#/components/responses/E401"}
+    assert "bearer token" in spec["components"]["responses"]["E401"]["description"]

@@ -6,6 +6,8 @@ same envelope reaches Prometheus as a string literal: it matches no series."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 import subprocess
 import threading
@@ -18,7 +20,6 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.paths import rules_dir
 from engine.testing import ServerProcess, free_port, make_alert, make_webhook, ts
 from tests.pull.conftest import PULL_RULES
 
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.skipif(
     not Path(PROMETHEUS).exists(),
     reason="no prometheus binary (apt-get install -y prometheus; .ci/run installs it)",
 )
+ROOT = Path(__file__).resolve().parents[2]
 SERVICE = "checkout"
 NASTY = 'checkout"} or vector(1) #\\'
 
@@ -117,9 +119,28 @@ def prometheus(tmp_path: Path) -> Iterator[str]:
         exporter.close()
 
 
+def documented_serve_args(prometheus: str) -> list[str]:
+    """The `incident-pilot serve` line of docs/INGEST.md's pull sources section, with the
+    live Prometheus put in for the page's and a Loki nobody listens on (its rule then
+    gives a LOW rule.error at once)."""
+    page = (ROOT / "docs" / "INGEST.md").read_text()
+    section = page[page.index("\n## Pull sources (Prometheus, Loki)") :]
+    line = re.search(r"\n    (incident-pilot serve .*?)\n\n", section, re.S)
+    assert line is not None, "the pull sources section lost its serve command"
+    words = shlex.split(line.group(1).replace("\\\n", " "))
+    assert words[:2] == ["incident-pilot", "serve"]
+    swap = {
+        "http://prometheus:9090": prometheus,
+        "http://loki:3100": f"http://127.0.0.1:{free_port()}",
+        "examples/pull-rules": str(PULL_RULES),
+    }
+    return [swap.get(w, w) for w in words[2:]]
+
+
 def test_an_alert_gets_a_finding_from_prometheus(prometheus: str, tmp_path: Path) -> None:
-    args = ("--rules", str(rules_dir()), "--rules", str(PULL_RULES), "--format", "json")
-    with ServerProcess(tmp_path / "srv", *args, "--prometheus-url", prometheus) as server:
+    args = [*documented_serve_args(prometheus), "--format", "json"]
+    assert prometheus in args and str(PULL_RULES) in args and "shipped" in args
+    with ServerProcess(tmp_path / "srv", *args) as server:
         start = ts()
         body = make_webhook(
             make_alert(service=SERVICE, starts_at=start),

@@ -266,3 +266,70 @@ def test_a_refused_query_is_a_low_rule_error(pull_app) -> None:
         _printed(state)
     assert found[0]["rule"] == "rule.error" and found[0]["severity"] == "low"
     assert "loki query failed: HTTP 400" in found[0]["summary"]
+
+
+# --- metrics ---------------------------------------------------------------------------
+
+
+def _pull_queries(client: AppClient) -> dict[tuple[str, str], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = client.get("/metrics").text
+    return {
+        (s.labels["source"], s.labels["outcome"]): s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "incident_pilot_pull_queries"
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+
+
+def _wait_queries(client: AppClient, want: dict[tuple[str, str], float]) -> dict:
+    deadline = time.monotonic() + 10
+    while (got := _pull_queries(client)) != want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return got
+
+
+def test_pull_queries_are_counted_by_source_and_outcome(pull_app) -> None:
+    """Two alerts of one envelope: each source is asked once (ok, or error when it
+    refuses) and the second alert's identical query is answered from the envelope."""
+
+    def refuse(path: str, params: dict[str, str]) -> dict[str, Any]:
+        raise AssertionError("not reached")
+
+    start = ts()
+    with StandIn(_ratio("0.2")) as prom, StandIn(refuse) as loki:
+        loki.handle = lambda path, params, headers: (400, "parse error")  # type: ignore[method-assign]
+        state, client = pull_app(prometheus_url=prom.url, loki_url=loki.url)
+        assert _pull_queries(client) == {}
+        body = make_webhook(
+            make_alert(service="checkout", starts_at=start),
+            make_alert(service="checkout", alertname="HighLatency", starts_at=start),
+        )
+        assert client.post("/alerts", json=body).status_code == 200
+        _printed(state)
+        got = _wait_queries(
+            client,
+            {
+                ("prometheus", "ok"): 1,
+                ("prometheus", "cached"): 1,
+                ("loki", "error"): 1,
+                ("loki", "cached"): 1,
+            },
+        )
+    assert got == {
+        ("prometheus", "ok"): 1,
+        ("prometheus", "cached"): 1,
+        ("loki", "error"): 1,
+        ("loki", "cached"): 1,
+    }
+
+
+def test_a_query_past_the_budget_is_counted_as_a_timeout(pull_app) -> None:
+    with StandIn(_ratio("0.5"), delay=3.0) as prom:
+        state, client = pull_app(prometheus_url=prom.url, budget=timedelta(seconds=0.5))
+        client.post("/alerts", json=make_webhook(make_alert(service="checkout", starts_at=ts())))
+        _printed(state)
+        got = _wait_queries(client, {("prometheus", "timeout"): 1})
+    assert got == {("prometheus", "timeout"): 1}

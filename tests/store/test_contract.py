@@ -43,6 +43,32 @@ def test_add_context_round_trips_fields_exactly(store: Store) -> None:
         assert got.path == f"context/{rec.kind}/{rec.id}"
 
 
+def test_append_context_stores_what_add_context_stores(store: Store) -> None:
+    """The collector receivers' count-only insert: the same rows, read back exactly, with
+    records sharing one attributes dict (a Loki stream's labels) and records that do not."""
+    shared = {"env": "prod", "pod": "p\u00e9-1"}
+    new = [
+        ctx("logs", 4, level="WARN", message="a", attributes=shared),
+        ctx("logs", 3, level="ERROR", message="b", attributes=shared),
+        ctx("logs", 3, level="ERROR", message="c", attributes={**shared, "trace_id": "t"}),
+        ctx("traces", 2, trace_id="t1", duration_ms=12.5, span_id="s", status="ok"),
+        ctx("traces", 2, trace_id="t2", duration_ms=7),  # int: kept exactly in attributes
+        ctx("deploys", 1, commit="abc", author="ana"),
+    ]
+    assert store.append_context(new) == len(new)
+    assert store.append_context([]) == 0
+    stored = [
+        r
+        for kind in ("deploys", "logs", "traces")
+        for r in store.query_context(kind, start=T0 - 10 * MIN, end=T0)
+    ]
+    assert sorted((r.kind, r.service, r.ts, repr(r.fields)) for r in stored) == sorted(
+        (n.kind, n.service, n.ts, repr(n.fields)) for n in new
+    )
+    with pytest.raises(ValueError, match="unknown context kind"):
+        store.append_context([ctx("metrics", 1)])
+
+
 def test_add_context_empty_and_unknown_kind(store: Store) -> None:
     assert store.add_context([]) == []
     with pytest.raises(ValueError, match="unknown context kind"):

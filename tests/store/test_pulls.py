@@ -69,3 +69,33 @@ def test_pulls_round_trip(store: Store) -> None:
     assert store.get_pull("999999") is None
     assert store.get_pull("x") is None
     assert store.get_pull(str(2**70)) is None
+
+
+def test_retention_prunes_pull_answers_by_when_they_were_stored(store: Store) -> None:
+    """`pulls` grows with every pull rule's answer: the retention pruner removes the ones
+    stored before the cutoff (their evidence paths then answer 404, like pruned context),
+    and keeps the rest. prune_context counts only context records."""
+
+    def pull(query: str) -> NewPull:
+        return NewPull(
+            source="loki",
+            url="http://127.0.0.1:3100/loki/api/v1/query_range",
+            query=query,
+            start=T0 - timedelta(hours=30),  # the range asked for does not decide
+            end=T0 - timedelta(hours=29),
+            step=None,
+            link=None,
+            answer={"resultType": "streams", "result": []},
+        )
+
+    old = [
+        store.add_pull(pull(f"old {i}"), now=T0 - timedelta(hours=25, minutes=i)) for i in range(3)
+    ]
+    recent = store.add_pull(pull("recent"), now=T0 - timedelta(hours=1))
+    cutoff = T0 - timedelta(hours=24)
+    assert store.prune_context(cutoff) == 0  # no context records
+    assert [store.get_pull(p.id) for p in old] == [None, None, None]
+    kept = store.get_pull(recent.id)
+    assert kept is not None and kept.query == "recent"
+    store.prune_context(T0)
+    assert store.get_pull(recent.id) is None
