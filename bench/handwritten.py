@@ -8,12 +8,12 @@ lives only in bench/: the YAML files stay the single source of truth for the pro
 `bench` checks the two agree on every alert it runs.
 
 Shared helpers a hand-writer would reuse are imported, not re-implemented: the log
-message masking (`engine.rules.patterns.mask`) and the time formatting.
+message masking (`engine.rules.patterns.mask`), the exact nearest rank of a percentile
+(`engine.rules.aggregate.nearest_rank`) and the time formatting.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -21,8 +21,10 @@ from typing import Any
 
 import yaml
 
+from engine.links import incident_url
 from engine.model import Alert, Confidence, ContextRecord, Evidence, Finding, Incident, Severity
 from engine.paths import rules_dir
+from engine.rules.aggregate import nearest_rank
 from engine.rules.fetch import ContextReader
 from engine.rules.patterns import mask
 from engine.rules.ruleset import OwnershipEntry
@@ -46,7 +48,7 @@ def _percentile(values: list[float], p: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
+    return ordered[nearest_rank(p, len(ordered)) - 1]
 
 
 def _age(anchor: float, ts_epoch: float) -> float:
@@ -158,7 +160,7 @@ def incident_duplicate_open(alert: Alert, store: ContextReader, anchor: float) -
     )
     suggestion = (
         f"Follow incident {first.id} rather than opening a new one: "
-        f"`curl -s localhost:9099/api/incidents/{first.id}`."
+        f"`incident-pilot incidents show {first.id}`, or open {incident_url('', first.id)}."
     )
     return Finding(
         "incident.duplicate_open",
@@ -468,7 +470,7 @@ def dependency_upstream_failing(
     )
     suggestion = (
         f"Work on {root.id} first; {service} should recover with {root.service}: "
-        f"`curl -s localhost:9099/api/incidents/{root.id}`."
+        f"`incident-pilot incidents show {root.id}`, or open {incident_url('', root.id)}."
     )
     evidence = [Evidence(root.path, _incident_snapshot(root))]
     for key in upstream[root.service or ""]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from typing import Any
 
 from engine.rules.conditions import MISSING, lookup, split_path, to_number
@@ -31,13 +31,21 @@ def _numbers(records: Sequence[Record], path: tuple[str, ...]) -> list[float]:
     return [n for n in (to_number(v) for v in _values(records, path)) if n is not None]
 
 
+def nearest_rank(p: float, n: int) -> int:
+    """The 1-based rank of the nearest-rank p-th percentile of n values: ceil(p/100 * n),
+    computed exactly. `p` is taken as written (99.9 is 999/10, not the binary float just
+    below it), and the product is a fraction, so p = 7 of 100 values is rank 7, not the
+    8 that `math.ceil(7 / 100 * 100)` gives (7 / 100 * 100 is 7.000000000000001)."""
+    exact = Fraction(repr(float(p))) * n / 100
+    return min(n, max(1, -(-exact.numerator // exact.denominator)))
+
+
 def percentile(values: Sequence[float], p: float) -> float | None:
     """Nearest-rank percentile: the smallest value with at least p% of values at or below it."""
     if not values:
         return None
     ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
+    return ordered[nearest_rank(p, len(ordered)) - 1]
 
 
 def _tidy(n: float | None) -> float | int | None:

@@ -56,7 +56,7 @@ SNAPSHOT_FIELDS: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_SEVERITY = "info"
 DEFAULT_CONFIDENCE = "medium"
-BUILTIN_NAMES = ("alert", "params", "count", "matched", "window", "rule")
+BUILTIN_NAMES = ("alert", "params", "count", "matched", "window", "rule", "public_url")
 
 
 @dataclass(frozen=True)

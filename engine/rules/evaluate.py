@@ -59,10 +59,17 @@ class Evaluation:
 
 
 def base_scope(
-    rule: CompiledRule, alert_scope: Mapping[str, Any], tables: Mapping[str, Table] | None = None
+    rule: CompiledRule,
+    alert_scope: Mapping[str, Any],
+    tables: Mapping[str, Table] | None = None,
+    *,
+    public_url: str = "",
 ) -> dict[str, Any]:
+    """What every template and condition of `rule` sees first. `public_url`: the base of
+    links to the service (`--public-url`), also used by the `incident_url` filter."""
     return {
         "alert": alert_scope,
+        "public_url": public_url.rstrip("/"),
         "params": dict(rule.params),
         "window": dict(rule.window.text) if rule.window else {},
         "rule": {"id": rule.id, "file": rule.file},
@@ -233,12 +240,14 @@ def evaluate_rule(
     ownership: Sequence[OwnershipEntry] = (),
     alert_scope: Mapping[str, Any] | None = None,
     tables: Mapping[str, Table] | None = None,
+    *,
+    public_url: str = "",
 ) -> tuple[Finding | None, RuleTrace]:
     trace = RuleTrace(rule.id)
     started = time.perf_counter()
     try:
         alert_scope = alert_scope if alert_scope is not None else alert.as_scope()
-        scope = base_scope(rule, alert_scope, tables)
+        scope = base_scope(rule, alert_scope, tables, public_url=public_url)
         fetched = fetch(rule, alert, scope, store, ownership)
         trace.fetched = fetched.fetched
         finding = evaluate_records(
@@ -252,8 +261,10 @@ def evaluate_rule(
     return finding, trace
 
 
-def evaluate_rules(ruleset: RuleSet, alert: Alert, store: ContextReader) -> Evaluation:
-    """Every enabled rule, in file order, for one alert."""
+def evaluate_rules(
+    ruleset: RuleSet, alert: Alert, store: ContextReader, *, public_url: str = ""
+) -> Evaluation:
+    """Every enabled rule, in file order, for one alert. `public_url`: see base_scope."""
     result = Evaluation()
     alert_scope = alert.as_scope()
     for rule in ruleset.enabled:
@@ -261,7 +272,13 @@ def evaluate_rules(ruleset: RuleSet, alert: Alert, store: ContextReader) -> Eval
             result.traces.append(RuleTrace(rule.id, reason="pull rule: runs after the commit"))
             continue
         finding, trace = evaluate_rule(
-            rule, alert, store, ruleset.ownership, alert_scope, ruleset.tables
+            rule,
+            alert,
+            store,
+            ruleset.ownership,
+            alert_scope,
+            ruleset.tables,
+            public_url=public_url,
         )
         result.traces.append(trace)
         if finding is not None:
