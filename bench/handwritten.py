@@ -1,4 +1,4 @@
-"""The six shipped rules (rules.d/*.yaml) written by hand in plain Python.
+"""The eight shipped rules (rules.d/*.yaml) written by hand in plain Python.
 
 The yardstick for the YAML interpreter's overhead: the same store queries
 (`query_context` / `list_incidents`, same arguments) and the same findings, field for
@@ -8,20 +8,23 @@ lives only in bench/: the YAML files stay the single source of truth for the pro
 `bench` checks the two agree on every alert it runs.
 
 Shared helpers a hand-writer would reuse are imported, not re-implemented: the log
-message masking (`engine.rules.patterns.mask`) and the time formatting.
+message masking (`engine.rules.patterns.mask`), the exact nearest rank of a percentile
+(`engine.rules.aggregate.nearest_rank`) and the time formatting.
 """
 
 from __future__ import annotations
 
-import math
+import re
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 import yaml
 
+from engine.links import incident_url
 from engine.model import Alert, Confidence, ContextRecord, Evidence, Finding, Incident, Severity
 from engine.paths import rules_dir
+from engine.rules.aggregate import nearest_rank
 from engine.rules.fetch import ContextReader
 from engine.rules.patterns import mask
 from engine.rules.ruleset import OwnershipEntry
@@ -45,7 +48,7 @@ def _percentile(values: list[float], p: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
+    return ordered[nearest_rank(p, len(ordered)) - 1]
 
 
 def _age(anchor: float, ts_epoch: float) -> float:
@@ -157,7 +160,7 @@ def incident_duplicate_open(alert: Alert, store: ContextReader, anchor: float) -
     )
     suggestion = (
         f"Follow incident {first.id} rather than opening a new one: "
-        f"`curl -s localhost:9099/api/incidents/{first.id}`."
+        f"`incident-pilot incidents show {first.id}`, or open {incident_url('', first.id)}."
     )
     return Finding(
         "incident.duplicate_open",
@@ -206,6 +209,131 @@ def logs_error_spike(alert: Alert, store: ContextReader, anchor: float) -> Findi
         "logs.error_spike",
         Severity.HIGH if count >= 50 else Severity.MEDIUM,
         Confidence.HIGH if share >= 0.5 else Confidence.MEDIUM,
+        summary,
+        suggestion,
+        evidence,
+        {},
+    )
+
+
+# --- container.oom_killed ---------------------------------------------------------------
+
+OOM = re.compile(r"(?i)oomkilled|out of memory|oom-kill")
+OOM_KILLED_PROCESS = re.compile(r"Killed process (?P<pid>\d+) \((?P<process>[^)]+)\)")
+
+
+def _latest(rows: Sequence[ContextRecord]) -> ContextRecord:
+    last = rows[0]  # the first of equal timestamps, as max() picks
+    for r in rows[1:]:
+        if r.ts.timestamp() > last.ts.timestamp():
+            last = r
+    return last
+
+
+def _distinct_attribute(rows: Sequence[ContextRecord], name: str) -> list[str]:
+    values = ((r.fields.get("attributes") or {}).get(name) for r in rows)
+    return sorted({str(v) for v in values if v is not None})
+
+
+def _matching(rows: Sequence[ContextRecord], regex: re.Pattern[str]) -> list[ContextRecord]:
+    return [
+        r
+        for r in rows
+        if r.fields.get("message") is not None and regex.search(str(r.fields["message"]))
+    ]
+
+
+def container_oom_killed(alert: Alert, store: ContextReader, anchor: float) -> Finding | None:
+    service = alert.labels.get("service")
+    if service is None:
+        return None
+    start = alert.starts_at - timedelta(minutes=15)
+    end = alert.starts_at + timedelta(minutes=1)
+    kills = _matching(store.query_context("logs", start=start, end=end, service=service), OOM)
+    if not kills:
+        return None
+    captured: dict[str, dict[str, str]] = {}
+    processes: dict[str, int] = {}
+    for r in kills:
+        found = OOM_KILLED_PROCESS.search(str(r.fields["message"]))
+        if found is not None:
+            captured[r.id] = {k: v for k, v in found.groupdict().items() if v is not None}
+            process = captured[r.id].get("process")
+            if process is not None:
+                processes[process] = processes.get(process, 0) + 1
+    count = len(kills)
+    last = _latest(kills)
+    pods = _distinct_attribute(kills, "pod")
+    killed = max(processes.items(), key=lambda kv: kv[1]) if processes else None
+    text = f"{service} was OOM-killed {count} time{'s' if count != 1 else ''} in the 15m before "
+    text += f"the alert (pods {', '.join(pods)})" if pods else "the alert"
+    if killed:
+        text += f"; the kernel killed {killed[0]} {killed[1]} time{'s' if killed[1] != 1 else ''}"
+    summary = (
+        f"{text}; the last kill was {_relative(_age(anchor, last.ts.timestamp()))} it started: "
+        f'"{last.fields.get("message")}".'
+    )
+    suggestion = (
+        "Compare the container's memory use with its limit (`kubectl describe pod` shows "
+        '"Last State: Terminated, Reason: OOMKilled")'
+        + (f", and what {killed[0]} allocates" if killed else "")
+        + "; raise the limit or find the leak"
+        + (" before the crash loop empties the deployment" if count >= 3 else "")
+        + "."
+    )
+    evidence = []
+    named = [r for r in kills if killed and captured.get(r.id, {}).get("process") == killed[0]]
+    cited = kills[:5] + [r for r in named[:5] if r not in kills[:5]]
+    for r in cited:
+        snapshot = _snapshot(r, LOG_FIELDS)
+        if captured.get(r.id):
+            snapshot["captured"] = captured[r.id]
+        evidence.append(Evidence(r.path, snapshot))
+    return Finding(
+        "container.oom_killed",
+        Severity.HIGH if count >= 3 else Severity.MEDIUM,
+        Confidence.HIGH if "OOMKilled" in str(last.fields.get("message")) else Confidence.MEDIUM,
+        summary,
+        suggestion,
+        tuple(evidence),
+        {},
+    )
+
+
+# --- leader.election_thrash -------------------------------------------------------------
+
+LEADER_TRANSITION = re.compile(
+    r"(?i)became (the )?leader|lost leadership|new leader elected|stepping down as leader"
+)
+
+
+def leader_election_thrash(alert: Alert, store: ContextReader, anchor: float) -> Finding | None:
+    service = alert.labels.get("service")
+    if service is None:
+        return None
+    start = alert.starts_at - timedelta(minutes=10)
+    rows = store.query_context("logs", start=start, end=alert.starts_at, service=service)
+    transitions = _matching(rows, LEADER_TRANSITION)
+    hosts = _distinct_attribute(transitions, "host")
+    count = len(transitions)
+    if count < 3 or len(hosts) < 2:
+        return None
+    last = _latest(transitions)
+    listed = ", ".join(hosts)
+    summary = (
+        f"Leadership of {service} changed {count} times in the 10m before the alert, across "
+        f"{len(hosts)} hosts ({listed}); the last transition was "
+        f'{_relative(_age(anchor, last.ts.timestamp()))} it started: "{last.fields.get("message")}".'
+    )
+    suggestion = (
+        f"Check the network between {listed} and the election timeouts (lease, heartbeat) "
+        f"against the GC pauses of {service}."
+    )
+    evidence = tuple(Evidence(r.path, _snapshot(r, LOG_FIELDS)) for r in transitions[:10])
+    return Finding(
+        "leader.election_thrash",
+        Severity.MEDIUM,
+        Confidence.MEDIUM,
         summary,
         suggestion,
         evidence,
@@ -342,7 +470,7 @@ def dependency_upstream_failing(
     )
     suggestion = (
         f"Work on {root.id} first; {service} should recover with {root.service}: "
-        f"`curl -s localhost:9099/api/incidents/{root.id}`."
+        f"`incident-pilot incidents show {root.id}`, or open {incident_url('', root.id)}."
     )
     evidence = [Evidence(root.path, _incident_snapshot(root))]
     for key in upstream[root.service or ""]:
@@ -359,12 +487,14 @@ def dependency_upstream_failing(
     )
 
 
-# --- all six, in the interpreter's (file) order ----------------------------------------
+# --- all eight, in the interpreter's (file) order ----------------------------------------
 
 RULES: tuple[tuple[str, Callable[..., Finding | None]], ...] = (
+    ("container.oom_killed", container_oom_killed),
     ("dependency.upstream_failing", dependency_upstream_failing),
     ("deploy.recent_correlated", deploy_recent_correlated),
     ("incident.duplicate_open", incident_duplicate_open),
+    ("leader.election_thrash", leader_election_thrash),
     ("logs.error_spike", logs_error_spike),
     ("routing.team", lambda alert, store, anchor, ownership: routing_team(alert, ownership)),
     ("traces.tail_latency", traces_tail_latency),
@@ -377,7 +507,7 @@ def evaluate(
     ownership: Sequence[OwnershipEntry] = (),
     timings: dict[str, list[float]] | None = None,
 ) -> list[Finding]:
-    """The findings of the six rules for `alert`, like `evaluate_rules(...).findings`."""
+    """The findings of the eight rules for `alert`, like `evaluate_rules(...).findings`."""
     anchor = alert.starts_at.timestamp()
     out: list[Finding] = []
     if timings is None:

@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import gc
 import json
-import math
 import multiprocessing
 import os
 import platform
@@ -43,6 +42,7 @@ from typing import Any
 
 from bench import collectors, datagen, handwritten, many_open, pages, retention, stats_scale
 from bench.http import Client, load_worker
+from engine.rules.aggregate import nearest_rank
 from engine.testing import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,9 +98,9 @@ def log(msg: str) -> None:
 
 
 def pct(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile."""
+    """Nearest-rank percentile (the rank computed exactly, as the engine does)."""
     ordered = sorted(values)
-    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
+    return ordered[nearest_rank(p, len(ordered)) - 1]
 
 
 def summary_ms(seconds: Sequence[float]) -> dict[str, Any]:

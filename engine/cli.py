@@ -1,4 +1,4 @@
-"""The `incident-pilot` command: serve, test-rules, replay, lint."""
+"""The `incident-pilot` command: serve, test-rules, replay, lint, incidents, deliveries."""
 
 from __future__ import annotations
 
@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="show, per rule, whether it fired, and if not which condition failed and how many records matched",
     )
 
+    from engine.client.commands import add_client_commands
+
+    add_client_commands(sub)
+
     lint = sub.add_parser("lint", help="same as the lint-rules command", add_help=False)
     lint.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -105,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from engine.commands import replay
 
             return replay(args)
+        if args.command in ("incidents", "deliveries"):
+            from engine.client.commands import run
+
+            return run(args)
     except KeyboardInterrupt:
         return 130
     parser.print_help()

@@ -55,12 +55,15 @@ def render_text(
     *,
     colour: bool = False,
     template_dirs: tuple[Path, ...] = (),
+    link: str = "",
 ) -> str:
+    """The text report (templates/incident.txt.j2); `link`: the incident's page."""
     data = incident_to_dict(incident) if isinstance(incident, Incident) else incident
     data = printable(data)
     env = environment((*template_dirs, templates_dir()))
     template = env.get_template(REPORT_TEMPLATE)
-    return template.render(incident=data, event=event, c=Colour(colour)).rstrip() + "\n"
+    text = template.render(incident=data, event=event, link=printable(link), c=Colour(colour))
+    return text.rstrip() + "\n"
 
 
 def render_json(incident: Incident, event: str) -> str:

@@ -43,6 +43,7 @@ ALERT_SEVERITY = {
 @dataclass(frozen=True)
 class PipelineSettings:
     renotify_after: timedelta = timedelta(hours=4)
+    public_url: str = ""  # rule templates' `public_url` and `incident_url` (--public-url)
 
 
 @dataclass
@@ -139,7 +140,7 @@ class Pipeline:
             )
             return AlertResult(alert, outcome)
         ruleset = self.rules()  # evaluations finish on the rule set they started with
-        evaluation = evaluate_rules(ruleset, alert, self.store)
+        evaluation = evaluate_rules(ruleset, alert, self.store, public_url=self.settings.public_url)
         scope = alert.as_scope()
         draft = build_draft(
             alert,

@@ -164,6 +164,42 @@ def test_pattern_of_ties_go_to_the_pattern_seen_first() -> None:
 def test_kind_of_and_record_kinds() -> None:
     assert kind_of("latest") == "latest"
     assert kind_of({"top": {"by": "x"}}) == "top"
-    assert {"first", "latest", "earliest", "top", "pattern_of"} == RECORD_AGGREGATIONS
+    assert {"first", "latest", "earliest", "top", "pattern_of", "dominant"} == RECORD_AGGREGATIONS
     with pytest.raises(ValueError, match="unknown aggregation"):
         make_aggregator({"median": "x"})
+
+
+# Where `math.ceil(p / 100 * n)` in floating point lands one rank too high: 7 / 100 * 100
+# is 7.000000000000001. The bench reports its latencies with the same nearest rank.
+FLOAT_TRAPS = [(p, 100) for p in (7, 14, 28, 55, 56)] + [(99.9, 1000), (0.7, 1000), (57, 100)]
+
+
+def _percentile_functions() -> dict[str, Any]:
+    from bench import handwritten, run
+
+    return {
+        "engine": percentile,
+        "aggregate:": lambda values, p: make_aggregator({"percentile": {"field": "v", "p": p}})(
+            [{"v": v} for v in values]
+        ),
+        "bench.run": run.pct,
+        "bench.handwritten": handwritten._percentile,
+    }
+
+
+@pytest.mark.parametrize(("p", "n"), FLOAT_TRAPS)
+def test_percentile_rank_is_exact_where_float_ceil_is_off_by_one(p: float, n: int) -> None:
+    values = list(range(1, n + 1))  # the k-th smallest value is k
+    expected = round(p * 10) * n // 1000  # p% of n is a whole number in every case here
+    for name, fn in _percentile_functions().items():
+        assert fn(values, p) == expected, name
+
+
+def test_percentile_matches_the_definition_for_every_tenth_of_a_percent() -> None:
+    # The smallest k with at least p% of n values at or below it: k * 1000 >= p * 10 * n.
+    for n in (1, 3, 7, 10, 100, 1000):
+        values = list(range(1, n + 1))
+        for tenths in range(1, 1001):
+            p = tenths / 10
+            expected = max(1, -(-tenths * n // 1000))
+            assert percentile(values, p) == expected, (n, p)

@@ -242,7 +242,7 @@ def test_stats_shape_and_counts(api, am_fixture):
         "outbox", "dead_letters",
     }  # fmt: skip
     assert stats["dead_letters"] == []
-    assert stats["rules_loaded"] == 6
+    assert stats["rules_loaded"] == 8
     assert stats["alerts"] == {"firing": 1, "resolved": 1, "total": 2}
     assert stats["incidents"] == {
         "open": 1, "resolved": 1, "total": 2, "repeats": 1, "attached": 0,

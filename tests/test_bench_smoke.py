@@ -65,9 +65,11 @@ def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
     for key in ("with_store", "evaluation_cpu_only", "per_rule"):
         assert key in interp
     assert set(interp["per_rule"]) == {
+        "container.oom_killed",
         "dependency.upstream_failing",
         "deploy.recent_correlated",
         "incident.duplicate_open",
+        "leader.election_thrash",
         "logs.error_spike",
         "routing.team",
         "traces.tail_latency",

@@ -125,7 +125,7 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--retention", "forever"], "not a duration"),
         (["--format", "xml"], "invalid choice"),
         (["--max-body", "lots"], "not a size"),
-        (["--port", "http"], "invalid int"),
+        (["--port", "http"], "invalid port"),
     ],
 )
 def test_bad_flags_are_usage_errors(argv: list[str], words: str, capsys) -> None:

@@ -21,7 +21,7 @@ from engine.ruletests import run_tests  # noqa: E402
 
 DOC = ROOT / "docs" / "WRITING_RULES.md"
 SCHEMA = json.loads((ROOT / "schemas" / "rule.schema.json").read_text())
-EXAMPLES = ROOT / "examples" / "rules"
+RULES = ROOT / "rules.d"
 
 
 def _walk(node: Any) -> Iterator[tuple[str, Any]]:
@@ -81,41 +81,42 @@ def test_every_schema_name_is_documented(name: str) -> None:
         "## 7. Rule tests and `incident-pilot test-rules`",
         "## 8. `lint-rules`",
         "## 9. `incident-pilot replay --explain`",
-        "## 10. Walk-through: a sixth rule",
+        "## 10. Walk-through: a rule from scratch",
     ],
 )
 def test_the_doc_has_its_sections(heading: str) -> None:
     assert heading in DOC.read_text(encoding="utf-8")
 
 
-def test_the_doc_shows_the_example_rule_as_it_is() -> None:
+def test_the_doc_shows_the_walk_through_rule_as_it_ships() -> None:
     text = DOC.read_text(encoding="utf-8")
-    for name in ("logs.oom_killed.yaml", "logs.oom_killed.test.yaml"):
-        body = (EXAMPLES / name).read_text(encoding="utf-8").strip()
-        assert body in text, f"the copy of examples/rules/{name} in the doc is out of date"
+    for name in ("container.oom_killed.yaml", "container.oom_killed.test.yaml"):
+        body = (RULES / name).read_text(encoding="utf-8").strip()
+        assert body in text, f"the copy of rules.d/{name} in the doc is out of date"
+
+
+def test_the_walk_through_builds_a_capture() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    walk = text[text.index("## 10. Walk-through") : text.index("## 11. Walk-through")]
+    assert "capture:" in walk and "{dominant: captured.process}" in walk
 
 
 @pytest.fixture(scope="module")
-def example():
-    return load_paths([EXAMPLES])
+def shipped():
+    return load_paths([RULES])
 
 
-def test_the_example_rule_lints_clean(example) -> None:
-    assert [str(p) for p in example.problems] == []  # no errors and no warnings (--strict)
-    assert [r.id for r in example.ruleset.rules] == ["logs.oom_killed"]
+def test_the_walk_through_rule_lints_clean(shipped) -> None:
+    assert [str(p) for p in shipped.problems] == []  # no errors and no warnings (--strict)
+    assert "container.oom_killed" in [r.id for r in shipped.ruleset.rules]
 
 
-def test_the_example_rule_tests_pass(example) -> None:
-    run = run_tests(example.ruleset, list(example.ruleset.test_files))
+def test_the_walk_through_rule_tests_pass(shipped) -> None:
+    files = [f for f in shipped.ruleset.test_files if "container.oom_killed" in str(f)]
+    run = run_tests(shipped.ruleset, files)
     assert run.problems == []
-    assert len(run.results) >= 2
+    assert len(run.results) >= 5
     assert all(r.passed for r in run.results), "\n".join(r.diff for r in run.failed)
-
-
-def test_the_example_rule_does_not_clash_with_the_shipped_rules() -> None:
-    loaded = load_paths([ROOT / "rules.d", EXAMPLES])
-    assert [p for p in loaded.problems if p.level == "error"] == []
-    assert "logs.oom_killed" in {r.id for r in loaded.ruleset.rules}
 
 
 def _doc_block(marker: str) -> str:

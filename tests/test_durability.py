@@ -167,3 +167,73 @@ def test_retention_prunes_old_context_and_keeps_incidents(tmp_path) -> None:
                 assert api.get(f"/api/context/logs/{rid}").status_code == 200
             inc = api.get(f"/api/incidents/{incident['incident']}")
             assert inc.status_code == 200, "incidents are not pruned with the context"
+
+
+def test_each_write_survives_a_kill_9_right_after_its_answer(tmp_path) -> None:
+    """Deterministic: the server is killed the moment each 2xx arrives, then started again
+    on the same file, and everything acknowledged so far must be there. A commit made
+    after the answer (even 50 ms after) is lost every time, not when a race happens to
+    fall that way."""
+    srv = ServerProcess(tmp_path, "--quiet")
+    records: list[tuple[str, str, dict[str, Any]]] = []  # (kind, id, body sent)
+    incidents: dict[str, dict[str, Any]] = {}  # id -> fields it must have
+    firing = make_alert(service="kill-a", starts_at=utcnow() - timedelta(minutes=1))
+    other = make_alert(service="kill-b", starts_at=utcnow() - timedelta(minutes=1))
+    resolved = {**firing, "status": "resolved", "endsAt": format_ts(utcnow())}
+
+    def context(kind: str, body: list[dict[str, Any]]):
+        def after(answer: dict[str, Any]) -> None:
+            records.extend((kind, rid, b) for rid, b in zip(answer["ids"], body, strict=True))
+
+        return f"/context/{kind}", body, after
+
+    def alert(body: dict[str, Any], status: str):
+        def after(answer: dict[str, Any]) -> None:
+            result = answer["results"][0]
+            incidents[result["incident"]] = {"fingerprint": result["fingerprint"], "status": status}
+
+        return "/alerts", body, after
+
+    writes = [
+        context(
+            "logs", [{"service": "kill", "level": "ERROR", "message": f"m{i}"} for i in range(3)]
+        ),
+        context("deploys", [{"service": "kill", "commit": "c0ffee1", "author": "ana"}]),
+        context("traces", [{"service": "kill", "trace_id": "t1", "duration_ms": 1234}]),
+        alert(firing, "open"),  # opens an incident
+        alert(other, "open"),
+        alert(resolved, "resolved"),  # resolves the first
+    ]
+
+    def check_everything_acknowledged(api: httpx.Client) -> None:
+        for kind, rid, sent in records:
+            got = api.get(f"/api/context/{kind}/{rid}")
+            assert got.status_code == 200, f"acknowledged {kind} {rid} lost by kill -9"
+            assert {k: got.json()[k] for k in sent} == sent
+        for iid, fields in incidents.items():
+            got = api.get(f"/api/incidents/{iid}")
+            assert got.status_code == 200, f"acknowledged incident {iid} lost by kill -9"
+            assert {k: got.json()[k] for k in fields} == fields, iid
+
+    try:
+        # Each round: start on the same file, check all acknowledged so far, write, kill.
+        for path, body, after in [*writes, ("resolve", None, None), ("", None, None)]:
+            srv.start()
+            with srv.client() as api:
+                check_everything_acknowledged(api)
+                if not path:
+                    break
+                if path == "resolve":  # by hand, with a note: the second incident
+                    [iid] = [i for i, f in incidents.items() if f["status"] == "open"]
+                    r = api.post(f"/api/incidents/{iid}/resolve", json={"note": "by hand"})
+                    srv.kill()  # the moment the answer is in
+                    assert r.status_code == 200, r.text
+                    incidents[iid] = {**incidents[iid], "status": "resolved"}
+                else:
+                    r = api.post(path, json=body)
+                    srv.kill()
+                    assert r.status_code == 200, r.text
+                    after(r.json())
+        assert len(records) == 5 and len(incidents) == 2
+    finally:
+        srv.close()

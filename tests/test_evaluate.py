@@ -440,3 +440,54 @@ def test_filters(store, expr: str, value: Any, expected: str) -> None:
     )
     finding, _ = evaluate_rule(rule, alert(), store)
     assert finding.summary == expected
+
+
+# --- the window of an `incidents` rule ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "match",
+    [
+        {"status": {"equals": "open"}},  # the store's capped newest-first read
+        {"service": {"equals": "$alert.labels.service"}},  # a narrow push-down: no cap
+        {"title": {"contains": "spike"}},  # nothing pushed down at all
+    ],
+    ids=["status", "service", "python-only"],
+)
+def test_incidents_window_keeps_both_bounds(store, match: dict[str, Any]) -> None:
+    """window {before: 30m, after: 5m}: an incident opened 31m before the alert's start or
+    6m after it is outside; 29m before and 4m after are inside. Ignoring `before` (the
+    store's `since`) brings in the first, ignoring `after` the last."""
+    from engine.scenario import Scenario
+
+    rule = compile_doc(
+        {
+            "id": "t.incidents_window",
+            "description": "d",
+            "source": "incidents",
+            "window": {"before": "30m", "after": "5m"},
+            "match": match,
+            "summary": "{{ count }}",
+            "evidence": {"from": "matched"},
+        }
+    )
+    opened = {"inc-31m-before": "-31m", "inc-29m-before": "-29m", "inc-4m-after": "+4m"}
+    opened["inc-6m-after"] = "+6m"
+    Scenario.from_dict(
+        {
+            "alert": {"labels": {"alertname": "x"}},
+            "incidents": [
+                {
+                    "id": iid,
+                    "labels": {"alertname": f"Spike{n}", "service": "api-gateway"},
+                    "title": f"error spike {n}",
+                    "opened": when,
+                }
+                for n, (iid, when) in enumerate(opened.items())
+            ],
+        },
+        now=NOW,
+    ).load_into(store)
+    finding, trace_ = evaluate_rule(rule, alert(), store)
+    assert finding is not None, trace_
+    assert sorted(paths(finding)) == ["incidents/inc-29m-before", "incidents/inc-4m-after"]

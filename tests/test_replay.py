@@ -95,9 +95,13 @@ def test_replay_explain_shows_each_rule() -> None:
     assert proc.returncode == 0, proc.stderr
     explain = [line.strip() for line in proc.stdout.splitlines() if "explain " in line]
     assert explain == [
+        # the demo's log lines are neither OOM kills nor leader elections
+        "explain container.oom_killed: no; 0/11 records matched; fire_when: count (0) at_least 1",
         "explain dependency.upstream_failing: no; 0/0 records matched; no records matched",
         "explain deploy.recent_correlated: fired; 1/1 records matched",
         "explain incident.duplicate_open: no; 0/0 records matched; no records matched",
+        "explain leader.election_thrash: no; 0/11 records matched; "
+        "fire_when: count (0) at_least $params.min_transitions = 3",
         "explain logs.error_spike: fired; 10/11 records matched",
         "explain routing.team: fired; 1/3 records matched",
         "explain traces.tail_latency: no; 2/2 records matched; "
@@ -109,9 +113,11 @@ def test_replay_explain_json() -> None:
     data = replay_json("--now", NOW, "--explain")
     rules = {e["rule"]: e for e in data["explain"]}
     assert set(rules) == {
+        "container.oom_killed",
         "dependency.upstream_failing",
         "deploy.recent_correlated",
         "incident.duplicate_open",
+        "leader.election_thrash",
         "logs.error_spike",
         "routing.team",
         "traces.tail_latency",

@@ -76,7 +76,7 @@ def test_a_test_directory_needs_its_rules() -> None:
     ("regex", "count"),
     [
         (r"^deploy\.recent_correlated: ", 9),
-        (r"HIGH", 4),
+        (r"HIGH", 5),
         (r"routing\.team: the alert's team label wins$", 1),
         (r"^(logs|traces)\.", 17),
     ],
@@ -117,9 +117,11 @@ def test_junit_report_of_a_passing_run(tmp_path: Path) -> None:
     cases = suite.findall("testcase")
     assert len(cases) == n
     assert {c.get("classname") for c in cases} == {
+        "container.oom_killed",
         "dependency.upstream_failing",
         "deploy.recent_correlated",
         "incident.duplicate_open",
+        "leader.election_thrash",
         "logs.error_spike",
         "routing.team",
         "traces.tail_latency",

@@ -34,9 +34,11 @@ def loaded():
 
 def test_the_shipped_rules() -> None:
     assert sorted(RULE_IDS) == [
+        "container.oom_killed",
         "dependency.upstream_failing",
         "deploy.recent_correlated",
         "incident.duplicate_open",
+        "leader.election_thrash",
         "logs.error_spike",
         "routing.team",
         "traces.tail_latency",

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine.delivery.config import DEFAULT_ROUTE, DeliveryConfig, RouteEntry
+from engine.links import incident_url
 from engine.model import Incident, Severity
 from engine.serialize import incident_to_dict
 from engine.store.base import AlertOutcome, NewDelivery, PlanDeliveries
@@ -44,7 +45,8 @@ class Router:
 
 
 def incident_link(public_url: str, incident_id: str) -> str:
-    return f"{public_url.rstrip('/')}/api/incidents/{incident_id}"
+    """The link every message carries: the incident's page under the public URL."""
+    return incident_url(public_url, incident_id)
 
 
 def make_plan(

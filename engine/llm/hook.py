@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from engine.llm.narrator import Narrator, OnOutcome, TemplateSource
@@ -31,8 +32,38 @@ def _text(narration: Mapping[str, Any] | None) -> str | None:
     return None
 
 
+class PerKeyLock:
+    """One lock per key, held only while someone uses it: senders of the same incident
+    wait for each other, senders of different incidents never do."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._held: dict[str, tuple[threading.Lock, int]] = {}  # key -> (lock, users)
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._held.get(key, (threading.Lock(), 0))
+            self._held[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._held[key]
+                if users == 1:
+                    del self._held[key]
+                else:
+                    self._held[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
 def delivery_narrator(narrator: Narrator, store: Store) -> DeliveryNarrator:
-    lock = threading.Lock()  # one LLM call per incident even if two senders race
+    # One LLM call per incident even if two senders race, and no wait for another
+    # incident's narration (each may take the LLM's whole timeout).
+    locks = PerKeyLock()
 
     def narrate(snapshot: Mapping[str, Any], event: str) -> str | None:
         if event not in NARRATED_EVENTS:
@@ -40,7 +71,7 @@ def delivery_narrator(narrator: Narrator, store: Store) -> DeliveryNarrator:
         incident_id = str(snapshot.get("id") or "")
         if snapshot.get("narration"):
             return _text(snapshot["narration"])
-        with lock:
+        with locks.hold(incident_id):
             incident = store.get_incident(incident_id)
             if incident is None:
                 return None

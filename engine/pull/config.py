@@ -71,7 +71,7 @@ def add_pull_arguments(p: argparse.ArgumentParser, duration: Callable[[str], tim
     p.add_argument(
         "--pull-budget",
         type=duration,
-        default=duration(_env("PULL_BUDGET", "2s")),
+        default=_env("PULL_BUDGET", "2s"),  # goes through `type` like the flag
         help="how long the pull rules of one alert may take; its first page waits at most this "
         f"long for them (default 2s) [env {ENV_PREFIX}PULL_BUDGET]",
     )

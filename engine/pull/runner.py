@@ -66,6 +66,7 @@ class PullRunner:
         on_rule: Callable[[str, str], None] = lambda rule, outcome: None,
         scrub: Callable[[str], str] = lambda text: text,
         clock: Callable[[], datetime] = utcnow,
+        public_url: str = "",
         count: Callable[[str, str], None] = lambda source, outcome: None,
     ) -> None:
         """`on_rule(rule id, outcome)` hears of each pull rule that ends in a rule.error
@@ -77,6 +78,7 @@ class PullRunner:
         password)."""
         self.store, self.config, self.on_done, self.clock = store, config, on_done, clock
         self.on_rule, self.scrub, self.count = on_rule, scrub, count
+        self.public_url = public_url  # the templates' `public_url` and `incident_url`
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._client: httpx.AsyncClient | None = None
@@ -181,7 +183,7 @@ class PullRunner:
         spec = rule.pull
         assert spec is not None
         try:
-            scope = base_scope(rule, alert_scope)
+            scope = base_scope(rule, alert_scope, public_url=self.public_url)
             query = spec.render(scope)
             if query is None:
                 return None  # a var the alert lacks: the rule does not apply

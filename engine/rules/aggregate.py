@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from typing import Any
 
 from engine.rules.conditions import MISSING, lookup, split_path, to_number
@@ -13,7 +13,9 @@ Record = dict[str, Any]
 Aggregator = Callable[[Sequence[Record]], Any]
 
 # Aggregations whose value is a record, or records, so evidence may cite them.
-RECORD_AGGREGATIONS = {"first", "latest", "earliest", "top", "pattern_of"}
+RECORD_AGGREGATIONS = {"first", "latest", "earliest", "top", "pattern_of", "dominant"}
+# Aggregations whose value is a list (compare its size, not the list, with a number).
+LIST_AGGREGATIONS = {"distinct", "top"}
 
 
 def _values(records: Sequence[Record], path: tuple[str, ...]) -> list[Any]:
@@ -29,13 +31,21 @@ def _numbers(records: Sequence[Record], path: tuple[str, ...]) -> list[float]:
     return [n for n in (to_number(v) for v in _values(records, path)) if n is not None]
 
 
+def nearest_rank(p: float, n: int) -> int:
+    """The 1-based rank of the nearest-rank p-th percentile of n values: ceil(p/100 * n),
+    computed exactly. `p` is taken as written (99.9 is 999/10, not the binary float just
+    below it), and the product is a fraction, so p = 7 of 100 values is rank 7, not the
+    8 that `math.ceil(7 / 100 * 100)` gives (7 / 100 * 100 is 7.000000000000001)."""
+    exact = Fraction(repr(float(p))) * n / 100
+    return min(n, max(1, -(-exact.numerator // exact.denominator)))
+
+
 def percentile(values: Sequence[float], p: float) -> float | None:
     """Nearest-rank percentile: the smallest value with at least p% of values at or below it."""
     if not values:
         return None
     ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
+    return ordered[nearest_rank(p, len(ordered)) - 1]
 
 
 def _tidy(n: float | None) -> float | int | None:
@@ -62,6 +72,11 @@ def make_aggregator(spec: Any) -> Aggregator:
     if kind == "distinct":
         path = split_path(arg)
         return lambda rs: sorted({str(v) for v in _values(rs, path)})
+    if kind == "count_distinct":
+        path = split_path(arg)
+        return lambda rs: len({str(v) for v in _values(rs, path)})
+    if kind == "dominant":
+        return _dominant(arg)
     if kind == "percentile":
         path, p = split_path(arg["field"]), float(arg["p"])
         return lambda rs: _tidy(percentile(_numbers(rs, path), p))
@@ -110,3 +125,34 @@ def make_aggregator(spec: Any) -> Aggregator:
 
         return top
     raise ValueError(f"unknown aggregation {kind!r}")
+
+
+def _dominant(arg: Any) -> Aggregator:
+    """The most frequent value of a field (ties: the value seen first), its count and share
+    of the records that have the field, sample records carrying it, and the top 10 values."""
+    field, samples = (arg, 5) if isinstance(arg, str) else (arg["field"], arg.get("samples", 5))
+    path = split_path(field)
+
+    def dominant(rs: Sequence[Record]) -> dict[str, Any]:
+        by_value: dict[str, list[Record]] = {}
+        for r in rs:
+            v = lookup(r, path)
+            if v is not MISSING and v is not None:
+                by_value.setdefault(str(v), []).append(r)
+        if not by_value:
+            return {"value": None, "count": 0, "share": 0.0, "samples": [], "values": []}
+        total = sum(len(group) for group in by_value.values())
+        ranked = sorted(by_value.items(), key=lambda kv: -len(kv[1]))  # stable: first seen
+        value, group = ranked[0]
+        return {
+            "value": value,
+            "count": len(group),
+            "share": round(len(group) / total, 3),
+            "samples": group[:samples],
+            "values": [
+                {"value": v, "count": len(g), "share": round(len(g) / total, 3)}
+                for v, g in ranked[:10]
+            ],
+        }
+
+    return dominant

@@ -16,6 +16,7 @@ from typing import Any
 from jinja2 import Template, TemplateNotFound, TemplateSyntaxError
 
 from engine.rules.aggregate import RECORD_AGGREGATIONS, Aggregator, kind_of, make_aggregator
+from engine.rules.captures import Capture, compile_captures, list_vs_number
 from engine.rules.conditions import MISSING, Condition, ConditionCompiler, Value, lookup, split_path
 from engine.rules.lookups import Lookup, LookupCompiler, joins_of
 from engine.rules.problems import CompileProblem, KeyPath
@@ -23,7 +24,7 @@ from engine.rules.pullspec import PULL_FIELDS, PULL_SNAPSHOT_FIELDS, PullSpec, c
 from engine.rules.pushdown import Pushdown
 from engine.rules.pushdown import derive as derive_pushdown
 from engine.rules.tables import Table
-from engine.rules.templating import environment
+from engine.rules.templating import environment, flat_globals
 from engine.timeutil import TimeFormatError, parse_duration
 
 CONTEXT_SOURCES = ("deploys", "logs", "traces")
@@ -55,7 +56,7 @@ SNAPSHOT_FIELDS: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_SEVERITY = "info"
 DEFAULT_CONFIDENCE = "medium"
-BUILTIN_NAMES = ("alert", "params", "count", "matched", "window", "rule")
+BUILTIN_NAMES = ("alert", "params", "count", "matched", "window", "rule", "public_url")
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class CompiledRule:
     # (record field, lookup) of `match` tests whose values come from a table: a cited
     # record also cites the table entries that linked it.
     joins: tuple[tuple[tuple[str, ...], Lookup], ...] = ()
+    captures: tuple[Capture, ...] = ()  # named groups read from the matched records
 
 
 class _Names:
@@ -121,6 +123,7 @@ class _Names:
         self.source = source
         self.params = params
         self.scope: dict[str, str] = {}  # aggregate / let name -> kind
+        self.captured: set[str] = set()  # the group names of `capture:` (captured.NAME)
 
     def check_alert_path(self, path: tuple[str, ...]) -> str | None:
         if not path:
@@ -161,6 +164,10 @@ class _Names:
     def record_field(self, path: tuple[str, ...]) -> str | None:
         fields = SOURCE_FIELDS[self.source]
         head = path[0]
+        if head == "captured":
+            known = ", ".join(sorted(self.captured)) or "none: add a `capture:`"
+            ok = len(path) == 2 and path[1] in self.captured
+            return None if ok else f"no capture {'.'.join(path)} (captured here: {known})"
         if head not in fields:
             return (
                 f"{self.source} records have no field {head!r} (known: {', '.join(sorted(fields))})"
@@ -168,15 +175,6 @@ class _Names:
         if len(path) > 1 and head not in OPEN_MAPS:
             return f"field {head!r} of {self.source} records has no sub-fields"
         return None
-
-
-def _flat_globals(template: Template) -> Template:
-    """Jinja keeps a template's globals as a ChainMap over the environment's, and copies
-    them (twice, through ChainMap's Python-level iteration) on every render: about a third
-    of rendering these short templates. The environment's globals are never changed after
-    it is built (engine.rules.templating), so a plain dict of the same names is the same."""
-    template.globals = dict(template.globals)
-    return template
 
 
 def _compile_template(
@@ -191,9 +189,9 @@ def _compile_template(
         if isinstance(raw, Mapping):
             template = env.get_template(raw["file"])
             texts[str(at[-1])] = Path(template.filename or "").read_text(encoding="utf-8")
-            return _flat_globals(template)
+            return flat_globals(template)
         texts[str(at[-1])] = raw
-        return _flat_globals(env.from_string(raw))
+        return flat_globals(env.from_string(raw))
     except TemplateNotFound as exc:
         where = ", ".join(str(d) for d in dirs) or "no template directory"
         problems.append(
@@ -234,6 +232,10 @@ def compile_rule(
     read = match.fields() if match is not None else None
     match_fields = None if read is None else frozenset(path[0] for path in read)
 
+    captures, names.captured = compile_captures(doc.get("capture"), names.record_field, problems)
+    scope_conditions.list_valued = lambda path, op, raw: list_vs_number(
+        names.scope, params, path, op, raw
+    )
     window = _window(doc.get("window"), source, problems)
     pull = compile_pull(doc, source, window is not None, record_conditions, problems)
 
@@ -328,6 +330,7 @@ def compile_rule(
         templates=texts,
         pull=pull,
         joins=joins,
+        captures=captures,
     )
     return rule, problems
 
@@ -407,11 +410,11 @@ def _evidence_list(
                     CompileProblem(
                         (*where, "from"),
                         f"evidence can only cite `matched` or an aggregate holding records "
-                        f"(first, latest, earliest, top, pattern_of); {item['from']!r} is not one",
+                        f"(first, latest, earliest, top, pattern_of, dominant); {item['from']!r} is not one",
                         "bad-evidence",
                     )
                 )
-            if kind == "pattern_of" and len(target) == 1:
+            if kind in ("pattern_of", "dominant") and len(target) == 1:
                 target = (*target, "samples")
             fields = tuple(item.get("fields") or SNAPSHOT_FIELDS[names.source])
             for f in item.get("fields") or ():

@@ -114,6 +114,14 @@ def _compare(pred: Callable[[float, float], bool]) -> Callable[[Any, Any], bool]
     return test
 
 
+def _size(pred: Callable[[int, float], bool]) -> Callable[[Any, Any], bool]:
+    def test(v: Any, x: Any) -> bool:
+        n = to_number(x)
+        return isinstance(v, list | tuple | set | dict) and n is not None and pred(len(v), n)
+
+    return test
+
+
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "equals": _op_equals,
     "not_equals": _op_not_equals,
@@ -124,8 +132,11 @@ _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "at_most": _compare(lambda a, b: a <= b),
     "above": _compare(lambda a, b: a > b),
     "below": _compare(lambda a, b: a < b),
+    "size_at_least": _size(lambda a, b: a >= b),
+    "size_at_most": _size(lambda a, b: a <= b),
 }
 NUMERIC_OPS = ("at_least", "at_most", "above", "below")
+SIZE_OPS = ("size_at_least", "size_at_most")
 
 
 def _fields_of(parts: tuple[Condition, ...]) -> list[tuple[str, ...]] | None:
@@ -343,6 +354,8 @@ class ConditionCompiler:
     # Values written as a mapping (a table lookup), and `in:` operands written as one
     # value: (kind "lookup" | "spread", raw or inner value, key path) -> Value.
     extended: Callable[[str, Any, KeyPath], Value] | None = None
+    # (path, operator, operand) -> the problem of comparing a list with a number, if it is one.
+    list_valued: Callable[[tuple[str, ...], str, Any], str | None] | None = None
 
     def block(self, node: Any, at: KeyPath) -> Condition:
         parts: list[Condition] = []
@@ -390,8 +403,11 @@ class ConditionCompiler:
                 tests.append(FieldTest(path, op, values))
             elif op in _OPERATORS:
                 value = self.value(raw, where)
-                if op in NUMERIC_OPS and value.ref is None and type(value) is Value:
+                if op in (*NUMERIC_OPS, *SIZE_OPS) and value.ref is None and type(value) is Value:
                     self._check_number(value.literal, op, where)
+                problem = self.list_valued(path, op, raw) if self.list_valued else None
+                if problem:
+                    self.problems.append(CompileProblem(where, problem, "list-vs-number"))
                 tests.append(FieldTest(path, op, value))
             else:
                 self.problems.append(CompileProblem(where, f"unknown operator {op!r}", "schema"))

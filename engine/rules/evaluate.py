@@ -15,6 +15,7 @@ from typing import Any
 from jinja2 import TemplateError
 
 from engine.model import Alert, Confidence, Evidence, Finding, Severity
+from engine.rules.captures import CAPTURED, apply_captures
 from engine.rules.compiler import (
     DEFAULT_CONFIDENCE,
     DEFAULT_SEVERITY,
@@ -58,10 +59,17 @@ class Evaluation:
 
 
 def base_scope(
-    rule: CompiledRule, alert_scope: Mapping[str, Any], tables: Mapping[str, Table] | None = None
+    rule: CompiledRule,
+    alert_scope: Mapping[str, Any],
+    tables: Mapping[str, Table] | None = None,
+    *,
+    public_url: str = "",
 ) -> dict[str, Any]:
+    """What every template and condition of `rule` sees first. `public_url`: the base of
+    links to the service (`--public-url`), also used by the `incident_url` filter."""
     return {
         "alert": alert_scope,
+        "public_url": public_url.rstrip("/"),
         "params": dict(rule.params),
         "window": dict(rule.window.text) if rule.window else {},
         "rule": {"id": rule.id, "file": rule.file},
@@ -102,7 +110,10 @@ def collect_evidence(
             chains = [(f, join.chains(scope)) for f, join in rule.joins]
             for rec in records[: spec.limit]:
                 if isinstance(rec, Mapping) and "path" in rec:
-                    out.append(Evidence(rec["path"], _snapshot(rec, spec.fields)))
+                    snapshot = _snapshot(rec, spec.fields)
+                    if rec.get(CAPTURED):  # what the rule read from the record, shown with it
+                        snapshot.setdefault(CAPTURED, rec[CAPTURED])
+                    out.append(Evidence(rec["path"], snapshot))
                     for path, chain in chains:  # the table entries that linked the record
                         linked = lookup(rec, path)
                         for entry in chain.get(linked, ()) if isinstance(linked, str) else ():
@@ -147,6 +158,8 @@ def evaluate_records(
         # The scope does not change while records are matched: resolve operands once.
         matches = rule.match.bind(scope)
         records = [r for r in records if matches(r)]
+    if rule.captures:  # from the matched records only, on copies of them
+        records = apply_captures(rule.captures, records)
     trace.matched = len(records)
     scope["count"] = len(records)
     scope["matched"] = records
@@ -227,12 +240,14 @@ def evaluate_rule(
     ownership: Sequence[OwnershipEntry] = (),
     alert_scope: Mapping[str, Any] | None = None,
     tables: Mapping[str, Table] | None = None,
+    *,
+    public_url: str = "",
 ) -> tuple[Finding | None, RuleTrace]:
     trace = RuleTrace(rule.id)
     started = time.perf_counter()
     try:
         alert_scope = alert_scope if alert_scope is not None else alert.as_scope()
-        scope = base_scope(rule, alert_scope, tables)
+        scope = base_scope(rule, alert_scope, tables, public_url=public_url)
         fetched = fetch(rule, alert, scope, store, ownership)
         trace.fetched = fetched.fetched
         finding = evaluate_records(
@@ -246,8 +261,10 @@ def evaluate_rule(
     return finding, trace
 
 
-def evaluate_rules(ruleset: RuleSet, alert: Alert, store: ContextReader) -> Evaluation:
-    """Every enabled rule, in file order, for one alert."""
+def evaluate_rules(
+    ruleset: RuleSet, alert: Alert, store: ContextReader, *, public_url: str = ""
+) -> Evaluation:
+    """Every enabled rule, in file order, for one alert. `public_url`: see base_scope."""
     result = Evaluation()
     alert_scope = alert.as_scope()
     for rule in ruleset.enabled:
@@ -255,7 +272,13 @@ def evaluate_rules(ruleset: RuleSet, alert: Alert, store: ContextReader) -> Eval
             result.traces.append(RuleTrace(rule.id, reason="pull rule: runs after the commit"))
             continue
         finding, trace = evaluate_rule(
-            rule, alert, store, ruleset.ownership, alert_scope, ruleset.tables
+            rule,
+            alert,
+            store,
+            ruleset.ownership,
+            alert_scope,
+            ruleset.tables,
+            public_url=public_url,
         )
         result.traces.append(trace)
         if finding is not None:

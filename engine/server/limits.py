@@ -101,7 +101,7 @@ def add_limit_arguments(p: argparse.ArgumentParser, size: Any) -> None:
             flag,
             dest=dest,
             type=types[kind],
-            default=types[kind](raw) if raw else None,
+            default=raw or None,  # a string default goes through `type`: bad env = bad flag
             help=f"{text} [env {env}]" + (f" (default {default})" if default else ""),
         )
 

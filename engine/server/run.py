@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -24,6 +25,7 @@ from engine.server.logs import scrub_secrets
 from engine.server.reload import install_sighup
 from engine.server.settings import settings_from_args
 from engine.server.state import AppState, StartupError, build_state, print_startup_error, redact_db
+from engine.server.variables import known_variables, unknown_variable_warnings
 from engine.timeutil import utcnow
 
 log = logging.getLogger("incident_pilot")
@@ -99,6 +101,9 @@ def serve(args: argparse.Namespace) -> int:
         print_startup_error(exc)
         return 1
     scrub_secrets(state.delivery.redactor.scrub)
+    secret_vars = [ref[4:] for ref in state.delivery.config.secrets if ref.startswith("env:")]
+    for warning in unknown_variable_warnings(os.environ, known_variables(secret_vars)):
+        log.warning("%s", warning)
     fd_limit = raise_fd_limit()  # thousands of connections need as many descriptors
     log.info(
         "incident-pilot listening on http://%s:%d (store %s, %d rules from %s)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +23,34 @@ DEFAULT_DB = "incident-pilot.db"
 
 
 def _env(name: str, default: str) -> str:
+    """The variable's text, else `default`. Given to argparse as the default as it is: a
+    string default goes through the flag's `type`, so a bad value gets the bad flag's
+    one-line usage error, not a traceback while the parser is being built."""
     return os.environ.get(ENV_PREFIX + name, default)
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    """A `type` that checks `choices` (argparse does not check a default's)."""
+
+    def check(text: str) -> str:
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice: {text!r} (choose from {', '.join(map(repr, allowed))})"
+            )
+        return text
+
+    check.__name__ = "choice"
+    return check
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port: {text!r} (0 to 65535)")
+    return port
 
 
 def _duration(text: str) -> timedelta:
@@ -39,7 +67,7 @@ def _size(text: str) -> int:
         if t and t[-1] in units:
             return int(float(t[:-1]) * units[t[-1]])
         return int(t)
-    except ValueError:
+    except (ValueError, OverflowError):  # "x", "nan", "1e999k"
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a size (e.g. 1048576, 512k, 5m)"
         ) from None
@@ -90,8 +118,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--port",
-        type=int,
-        default=int(_env("PORT", "9099")),
+        type=_port,
+        default=_env("PORT", "9099"),
         help=f"port to listen on (default 9099) [env {ENV_PREFIX}PORT]",
     )
     p.add_argument(
@@ -103,7 +131,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--retention",
         type=_duration,
-        default=_duration(_env("RETENTION", "24h")),
+        default=_env("RETENTION", "24h"),
         help=f"how long context records (deploys, logs, traces) are kept (default 24h) [env {ENV_PREFIX}RETENTION]",
     )
     p.add_argument(
@@ -115,6 +143,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--format",
+        type=_choice("text", "json"),
         choices=("text", "json"),
         default=_env("FORMAT", "text"),
         help=f"how incidents are printed on stdout: a text report, or one JSON object per line "
@@ -128,6 +157,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--log-level",
+        type=_choice("debug", "info", "warning", "error"),
         choices=("debug", "info", "warning", "error"),
         default=_env("LOG_LEVEL", "info"),
         help=f"log verbosity, on stderr (default info) [env {ENV_PREFIX}LOG_LEVEL]",
@@ -135,14 +165,14 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--renotify-after",
         type=_duration,
-        default=_duration(_env("RENOTIFY_AFTER", "4h")),
+        default=_env("RENOTIFY_AFTER", "4h"),
         help="an alert attached to an open incident notifies again only after this long "
         f"(default 4h) [env {ENV_PREFIX}RENOTIFY_AFTER]",
     )
     p.add_argument(
         "--max-body",
         type=_size,
-        default=_size(_env("MAX_BODY", "5m")),
+        default=_env("MAX_BODY", "5m"),
         help=f"largest request body accepted, in bytes (default 5m = 5 MiB; larger gets 413) "
         f"[env {ENV_PREFIX}MAX_BODY]",
     )
@@ -154,6 +184,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--log-format",
+        type=_choice("text", "json"),
         choices=("text", "json"),
         default=_env("LOG_FORMAT", "text"),
         help=f"log lines on stderr: key=value text or JSON (default text) [env {ENV_PREFIX}LOG_FORMAT]",

@@ -98,7 +98,9 @@ class AppState:
         self.pipeline = Pipeline(
             self.store,
             lambda: self.ruleset,
-            PipelineSettings(renotify_after=self.settings.renotify_after),
+            PipelineSettings(
+                renotify_after=self.settings.renotify_after, public_url=self.settings.public_url
+            ),
             plan=self.delivery.plan,
             hold=self.pulls.hold,
         )
@@ -265,6 +267,7 @@ def _assemble(
         on_rule=metrics.pull_rule,
         count=metrics.pull_query,
         scrub=delivery.redactor.scrub,
+        public_url=settings.public_url,
     )
     # The delivery redactor scrubs every secret of the process (serve scrubs logs with it).
     learn_secrets(

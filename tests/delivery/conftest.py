@@ -178,7 +178,7 @@ def delivery_app(
             rules=(rules_dir(),),
             db=str(tmp_path / f"app{len(made)}.db"),
             config=str(path),
-            public_url=PUBLIC_URL,
+            public_url=kw.pop("public_url", PUBLIC_URL),
             quiet=quiet,
             **kw,
         )

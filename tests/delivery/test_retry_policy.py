@@ -170,7 +170,7 @@ def test_a_payload_refusal_gets_one_minimal_retry(delivery_app, standin) -> None
     assert "narration" in full.json()["payload"]["custom_details"]
     details = minimal.json()["payload"]["custom_details"]
     assert "narration" not in details and details["link"].endswith(
-        "/api/incidents/" + details["incident_id"]
+        "/ui/incidents/" + details["incident_id"]
     )
     assert len(details["findings"]) <= 3
     assert minimal.json()["payload"]["summary"] == full.json()["payload"]["summary"]

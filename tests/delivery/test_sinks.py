@@ -44,7 +44,7 @@ def test_slack_block_kit_message(standin: Callable[..., StandIn]) -> None:
     assert "Check the &lt;db&gt; pool &amp; restart if &gt; 90% busy" in text
     assert "`context/logs/17`" in text and "`context/deploys/3`" in text
     assert "Roll back v2.3.1" in text
-    assert "<http://incidents.example/api/incidents/inc-0123456789ab|Open incident" in text
+    assert "<http://incidents.example/ui/incidents/inc-0123456789ab|Open incident" in text
     assert "<num>" not in text  # nothing unescaped outside the link
     assert msg["channel"] == "#payments" and msg["text"]
 
@@ -66,7 +66,7 @@ def test_pagerduty_trigger_and_resolve(standin: Callable[..., StandIn]) -> None:
     details = t["payload"]["custom_details"]
     assert details["findings"][0]["evidence"] == ["context/logs/17", "context/logs/18"]
     assert details["findings"][1]["suggestion"] == "Roll back v2.3.1"
-    assert t["links"][0]["href"].endswith("/api/incidents/inc-0123456789ab")
+    assert t["links"][0]["href"].endswith("/ui/incidents/inc-0123456789ab")
     assert r == {
         "routing_key": "pd-key-000000001",
         "event_action": "resolve",

@@ -139,12 +139,12 @@ def test_the_duplicate_rules_command_is_grounded_with_its_computed_id(rules: Rul
     assert result.evaluation is not None and result.outcome.incident is not None
     incident = replace(result.outcome.incident, findings=tuple(result.evaluation.findings))
     dup = finding(incident, "incident.duplicate_open")
-    command = "curl -s localhost:9099/api/incidents/inc-0ld0pen1"
+    command = "incident-pilot incidents show inc-0ld0pen1"
     assert command in dup.suggestion
     templates = rule_templates(rules)
     assert check(f"See `{command}`.", incident, templates=templates).ok
     assert not check(f"See `{command}0`.", incident, templates=templates).ok
-    assert not check("See `curl -s localhost:9099/api/incidents/inc-other`.", incident).ok
+    assert not check("See `incident-pilot incidents show inc-other`.", incident).ok
 
 
 def test_a_value_that_adds_words_to_a_command_does_not_ground_it() -> None:

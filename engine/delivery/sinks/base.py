@@ -83,7 +83,7 @@ def narration_text(payload: Mapping[str, Any], narration: str | None = None) -> 
     if narration:
         return narration
     word = EVENT_WORDS.get(str(payload.get("event")), "opened")
-    return render_text(payload["incident"], word)
+    return render_text(payload["incident"], word, link=str(payload.get("link") or ""))
 
 
 def secret_for(ctx: SendContext, ref: str | None) -> str | None:

@@ -26,10 +26,15 @@ class StdoutSink:
 
     def render(self, delivery: Delivery, ctx: SendContext) -> str:
         payload = delivery.payload
+        link = str(payload.get("link") or "")
         if self.format == "json":
             word = EVENT_WORDS.get(delivery.event, delivery.event)
-            return json.dumps({"event": word, "incident": payload["incident"]}, sort_keys=True)
-        return narration_text(payload, ctx.narration)
+            doc = {"event": word, "incident": payload["incident"], "link": link}
+            return json.dumps(doc, sort_keys=True)
+        text = narration_text(payload, ctx.narration)
+        if link and link not in text:  # an LLM narration: the page still gets its line
+            text = f"{text.rstrip()}\n  page: {link}"
+        return text
 
     def send(self, delivery: Delivery, ctx: SendContext) -> SendResult:
         text = self.render(delivery, ctx).rstrip("\n") + "\n"
