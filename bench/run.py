@@ -1080,7 +1080,12 @@ def write_json(path: Path, result: dict[str, Any]) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.split("\n\n")[0],
+        epilog="`python -m bench quality --help`: the correlation-quality benchmark "
+        "(bench/quality/, docs/QUALITY.md).",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument(
         "--quick", action="store_true", help="1k and 100k records, fewer alerts (~1 min)"
