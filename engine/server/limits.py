@@ -183,7 +183,10 @@ class TimeoutMiddleware:
                 if status == 503
                 else f"the request body did not arrive within {self.seconds:g}s"
             )
-            await send_error(send, status, message)
+            # A busy handler is the server's state, not the client's mistake: say when to
+            # come back, as every other 503 does (Alertmanager and collectors retry).
+            retry = ((b"retry-after", b"1"),) if status == 503 else ()
+            await send_error(send, status, message, ((b"connection", b"close"), *retry))
 
 
 class ConcurrencyLimitMiddleware:

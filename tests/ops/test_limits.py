@@ -83,7 +83,7 @@ def test_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.limits.uvicorn_options(fd_limit=1024)["http"].max_connections == 1024 - 64
 
 
-async def _call(app, receive_delay: float = 0.0) -> tuple[int, bytes]:
+async def _call(app, receive_delay: float = 0.0) -> tuple[int, bytes, dict[bytes, bytes]]:
     sent: list[dict] = []
     scope = {"type": "http", "method": "POST", "path": "/", "headers": [], "query_string": b""}
 
@@ -95,7 +95,7 @@ async def _call(app, receive_delay: float = 0.0) -> tuple[int, bytes]:
         sent.append(message)
 
     await app(scope, receive, send)
-    return sent[0]["status"], sent[1]["body"]
+    return sent[0]["status"], sent[1]["body"], dict(sent[0]["headers"])
 
 
 def test_timeout_middleware() -> None:
@@ -113,11 +113,13 @@ def test_timeout_middleware() -> None:
 
     async def main() -> None:
         with anyio.fail_after(3):
-            status, body = await _call(wrap(slow))
+            status, body, headers = await _call(wrap(slow))
             assert status == 503 and b"longer than 0.2s" in body
-            status, body = await _call(wrap(fast), receive_delay=1)
+            assert headers[b"retry-after"] == b"1"  # a busy server says when to come back
+            status, body, headers = await _call(wrap(fast), receive_delay=1)
             assert status == 408 and b"did not arrive" in body
-            status, _ = await _call(wrap(fast))
+            assert b"retry-after" not in headers
+            status, _, _ = await _call(wrap(fast))
             assert status == 200
 
     anyio.run(main)
